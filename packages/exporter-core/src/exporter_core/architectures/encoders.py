@@ -1,0 +1,141 @@
+"""Encoder-only text models (BERT and its relatives)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from exporter_core import dummy_inputs
+from exporter_core.config import TextEncoderOnnxConfig
+
+__all__ = [
+    "AlbertOnnxConfig",
+    "BertOnnxConfig",
+    "BigBirdOnnxConfig",
+    "CamembertOnnxConfig",
+    "ConvBertOnnxConfig",
+    "Data2VecTextOnnxConfig",
+    "DistilBertOnnxConfig",
+    "ElectraOnnxConfig",
+    "FlaubertOnnxConfig",
+    "IBertOnnxConfig",
+    "LayoutLMOnnxConfig",
+    "MobileBertOnnxConfig",
+    "RobertaOnnxConfig",
+    "RoFormerOnnxConfig",
+    "SqueezeBertOnnxConfig",
+    "XLMOnnxConfig",
+    "XLMRobertaOnnxConfig",
+    "XLMRobertaXLOnnxConfig",
+]
+
+#: Features of the encoders without a causal-lm head in the old exporter.
+_NO_CAUSAL_LM = (
+    "default",
+    "masked-lm",
+    "sequence-classification",
+    "multiple-choice",
+    "token-classification",
+    "question-answering",
+)
+_IDS_AND_MASK = ("input_ids", "attention_mask")
+
+
+class BertOnnxConfig(TextEncoderOnnxConfig):
+    """BERT: input_ids, attention_mask, token_type_ids."""
+
+
+class ElectraOnnxConfig(TextEncoderOnnxConfig):
+    """ELECTRA."""
+
+
+class RoFormerOnnxConfig(TextEncoderOnnxConfig):
+    """RoFormer (rotary position embeddings)."""
+
+
+class FlaubertOnnxConfig(TextEncoderOnnxConfig):
+    """FlauBERT; Transformers 5 maps no Auto class to its causal-lm head, so the class is named."""
+
+    model_classes = {"causal-lm": "FlaubertWithLMHeadModel"}
+
+
+class XLMOnnxConfig(TextEncoderOnnxConfig):
+    """XLM."""
+
+    model_classes = {"causal-lm": "XLMWithLMHeadModel"}
+
+
+class RobertaOnnxConfig(TextEncoderOnnxConfig):
+    """RoBERTa: input_ids, attention_mask (one token type)."""
+
+    input_names = _IDS_AND_MASK
+
+
+class CamembertOnnxConfig(RobertaOnnxConfig):
+    """CamemBERT."""
+
+
+class XLMRobertaOnnxConfig(RobertaOnnxConfig):
+    """XLM-RoBERTa."""
+
+
+class XLMRobertaXLOnnxConfig(RobertaOnnxConfig):
+    """XLM-RoBERTa-XL."""
+
+
+class BigBirdOnnxConfig(RobertaOnnxConfig):
+    """BigBird (exported with full attention at the lengths ONNX runtimes see in practice)."""
+
+
+class AlbertOnnxConfig(TextEncoderOnnxConfig):
+    """ALBERT."""
+
+    features = _NO_CAUSAL_LM
+
+
+class ConvBertOnnxConfig(TextEncoderOnnxConfig):
+    """ConvBERT."""
+
+    features = _NO_CAUSAL_LM
+
+
+class MobileBertOnnxConfig(TextEncoderOnnxConfig):
+    """MobileBERT."""
+
+    features = _NO_CAUSAL_LM
+
+
+class SqueezeBertOnnxConfig(TextEncoderOnnxConfig):
+    """SqueezeBERT."""
+
+    features = _NO_CAUSAL_LM
+
+
+class DistilBertOnnxConfig(TextEncoderOnnxConfig):
+    """DistilBERT: input_ids, attention_mask."""
+
+    features = _NO_CAUSAL_LM
+    input_names = _IDS_AND_MASK
+
+
+class Data2VecTextOnnxConfig(DistilBertOnnxConfig):
+    """Data2Vec for text (RoBERTa-like inputs)."""
+
+
+class IBertOnnxConfig(DistilBertOnnxConfig):
+    """I-BERT (exported in full precision, ``quant_mode`` off)."""
+
+
+class LayoutLMOnnxConfig(TextEncoderOnnxConfig):
+    """LayoutLM: text plus one bounding box (x0, y0, x1, y1) per token."""
+
+    features = ("default", "masked-lm", "sequence-classification", "token-classification")
+    input_names = ("input_ids", "bbox", "attention_mask", "token_type_ids")
+
+    def dummy_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
+        tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
+        names = [n for n in self.inputs if n != "bbox"]
+        arrays = dummy_inputs.text_arrays(self._config, names, spec.batch_size, spec, tokenizer)
+        arrays["bbox"] = dummy_inputs.boxes_for(arrays["input_ids"], seed=spec.seed)
+        return arrays

@@ -1,0 +1,450 @@
+"""Architecture configs: what a model takes and returns for one feature, and how to make inputs for it.
+
+The public names and members are those of the old ``transformers.onnx`` (`OnnxConfig`,
+`OnnxConfigWithPast`, `OnnxSeq2SeqConfigWithPast`), so user scripts keep working; the configs themselves
+are format-neutral and serve every backend. Subclasses are declarative: class attributes plus a few hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
+
+import numpy as np
+
+from exporter_core import dummy_inputs
+from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError, UnsupportedFrameworkError
+from exporter_core.tasks import COMMON_OUTPUTS, feature_to_task, is_with_past
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig
+
+__all__ = [
+    "EXTERNAL_DATA_FORMAT_SIZE_LIMIT",
+    "OnnxConfig",
+    "OnnxConfigWithPast",
+    "OnnxSeq2SeqConfigWithPast",
+    "PatchingSpec",
+    "TextEncoderOnnxConfig",
+]
+
+#: Size of fp32 weights (bytes) from which an ONNX file must keep its weights as external data.
+EXTERNAL_DATA_FORMAT_SIZE_LIMIT = 2 * 1024 * 1024 * 1024
+
+
+@dataclasses.dataclass
+class PatchingSpec:
+    """An attribute to replace on an object while exporting (`patch_ops` / `restore_ops`)."""
+
+    o: Any
+    name: str
+    custom_op: Callable[..., Any]
+    orig_op: Callable[..., Any] | None = None
+    op_wrapper: Callable[..., Any] | None = None
+
+
+class OnnxConfig:
+    """Base config for models without past key values (encoders, vision models).
+
+    `inputs` and `outputs` are ordered mappings of name -> {axis index: symbolic axis name}; the order of
+    `inputs` is the order of the model's forward arguments.
+    """
+
+    default_fixed_batch: ClassVar[int] = 2
+    default_fixed_sequence: ClassVar[int] = 8
+    default_fixed_num_choices: ClassVar[int] = 4
+    torch_onnx_minimum_version: ClassVar[str] = "2.0"
+
+    #: Features (tasks) this architecture supports; entries in `exporter.architectures` rely on it.
+    features: ClassVar[tuple[str, ...]] = ("default",)
+    #: Opset used when none is asked for, and the lowest one the architecture exports correctly with.
+    default_opset: ClassVar[int] = 18
+    min_onnx_opset: ClassVar[int] = 14
+    #: Absolute tolerance of validation (the whole tolerance: no relative term is added).
+    atol: ClassVar[float] = 1e-5
+    #: Feature -> Transformers class name, for pairs that no Auto class maps any more.
+    model_classes: ClassVar[Mapping[str, str]] = {}
+    #: Side on which validation inputs are padded.
+    padding_side: ClassVar[str] = "right"
+
+    _tasks_to_common_outputs = COMMON_OUTPUTS
+
+    def __init__(
+        self, config: PretrainedConfig, task: str = "default", patching_specs: list[PatchingSpec] | None = None
+    ) -> None:
+        self._config = config
+        if task not in self._tasks_to_common_outputs:
+            raise UnsupportedFeatureError(
+                f"{task!r} is not a known task; use one of {', '.join(sorted(self._tasks_to_common_outputs))}"
+            )
+        self.task = task
+        self._patching_specs = []
+        for spec in patching_specs if patching_specs is not None else []:
+            final = spec
+            if spec.orig_op is None:
+                final = dataclasses.replace(spec, orig_op=getattr(spec.o, spec.name))
+            self._patching_specs.append(final)
+
+    # -- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_model_config(cls, config: PretrainedConfig, task: str = "default") -> "OnnxConfig":
+        """Config for `task` ("default", "sequence-classification", ...) of the model `config` describes."""
+        return cls(config, task=task)
+
+    @classmethod
+    def for_feature(cls, config: PretrainedConfig, feature: str) -> "OnnxConfig":
+        """Config for a feature name as the command line spells it (``causal-lm-with-past`` included)."""
+        if feature not in cls.features:
+            raise UnsupportedFeatureError(
+                f"{cls.__name__} does not support feature {feature!r}; supported: {', '.join(cls.features)}"
+            )
+        if is_with_past(feature):
+            return cls.with_past(config, task=feature_to_task(feature))  # type: ignore[attr-defined]
+        return cls.from_model_config(config, task=feature)
+
+    # -- what the model takes and returns ------------------------------------------------------------------
+    @property
+    def inputs(self) -> Mapping[str, Mapping[int, str]]:
+        """Ordered input names with their dynamic axes; subclasses declare them."""
+        raise TypeError(f"{type(self).__name__} must define `inputs` (an ordered mapping of input name -> axes)")
+
+    @property
+    def outputs(self) -> Mapping[str, Mapping[int, str]]:
+        """Ordered output names with their dynamic axes, from the task."""
+        return copy.deepcopy(self._tasks_to_common_outputs[self.task])
+
+    @property
+    def values_override(self) -> Mapping[str, Any] | None:
+        """Model config values to force while exporting (`use_cache` off for models without past)."""
+        if hasattr(self._config, "use_cache"):
+            return {"use_cache": False}
+        return None
+
+    @property
+    def default_batch_size(self) -> int:
+        """Batch size of export dummies."""
+        return self.default_fixed_batch
+
+    @property
+    def default_sequence_length(self) -> int:
+        """Sequence length of export dummies, special tokens included."""
+        return self.default_fixed_sequence
+
+    @property
+    def default_num_choices(self) -> int:
+        """Number of choices of multiple-choice export dummies."""
+        return self.default_fixed_num_choices
+
+    @property
+    def default_onnx_opset(self) -> int:
+        """ONNX opset used when the caller names none."""
+        return self.default_opset
+
+    @property
+    def atol_for_validation(self) -> float:
+        """Absolute tolerance used by validation unless the caller states another."""
+        return self.atol
+
+    @property
+    def is_torch_support_available(self) -> bool:
+        """Kept for old scripts: torch support is always available (exporter requires torch 2)."""
+        return True
+
+    @property
+    def model_config(self) -> PretrainedConfig:
+        """The Transformers config this export config was built from."""
+        return self._config
+
+    @staticmethod
+    def use_external_data_format(num_parameters: int) -> bool:
+        """True when fp32 weights of `num_parameters` reach the 2 GiB protobuf limit."""
+        return num_parameters * 4 >= EXTERNAL_DATA_FORMAT_SIZE_LIMIT
+
+    # -- inputs -------------------------------------------------------------------------------------------
+    def generate_dummy_inputs(
+        self,
+        preprocessor: Any = None,
+        batch_size: int = -1,
+        seq_length: int = -1,
+        num_choices: int = -1,
+        is_pair: bool = False,
+        framework: Any = None,
+        num_channels: int = 3,
+        image_width: int = 40,
+        image_height: int = 40,
+        sampling_rate: int = 22050,
+        time_duration: float = 5.0,
+        frequency: int = 220,
+        tokenizer: Any = None,
+        *,
+        padded: bool = False,
+        seed: int = 0,
+    ) -> "OrderedDict[str, Any]":
+        """Inputs in `inputs` order, from the preprocessor when given and from the model config otherwise.
+
+        Dimensions of -1 take the defaults (batch 2, sequence 8 counting special tokens, 4 choices).
+        `framework` "pt" (or None) gives torch tensors, "np" NumPy arrays. `padded` gives rows of different
+        real lengths, padded on `padding_side` (validation uses it).
+        """
+        framework_name = getattr(framework, "value", framework)
+        if framework_name not in (None, "pt", "np"):
+            raise UnsupportedFrameworkError(
+                f"framework {framework_name!r} is not supported: Transformers 5 has no TensorFlow; use 'pt'"
+            )
+        if preprocessor is None:
+            preprocessor = tokenizer
+        spec = dummy_inputs.DummySpec(
+            batch_size=batch_size if batch_size > 0 else self.default_batch_size,
+            sequence_length=seq_length if seq_length > 0 else self.default_sequence_length,
+            num_choices=num_choices if num_choices > 0 else self.default_num_choices,
+            is_pair=is_pair,
+            padded=padded,
+            padding_side=self.padding_side,
+            seed=seed,
+            num_channels=num_channels,
+            image_height=image_height,
+            image_width=image_width,
+        )
+        arrays = self.dummy_arrays(preprocessor, spec)
+        missing = [name for name in self.inputs if name not in arrays]
+        if missing:
+            raise TypeError(f"{type(self).__name__}.dummy_arrays made no value for {missing}")
+        ordered = OrderedDict((name, arrays[name]) for name in self.inputs)
+        if framework_name == "np":
+            return ordered
+        import torch
+
+        return OrderedDict((name, torch.from_numpy(np.ascontiguousarray(value))) for name, value in ordered.items())
+
+    def dummy_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
+        """NumPy arrays for every input name; subclasses with other modalities override this hook."""
+        raise TypeError(f"{type(self).__name__} must define `dummy_arrays` to make its inputs")
+
+    def generate_reference_inputs(
+        self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
+    ) -> "OrderedDict[str, Any]":
+        """Validation inputs: another shape than the export dummies, with padding, another seed."""
+        return self.generate_dummy_inputs(
+            preprocessor,
+            batch_size=batch_size,
+            seq_length=seq_length,
+            num_choices=max(2, self.default_num_choices - 1),
+            framework=framework,
+            padded=True,
+            seed=1,
+        )
+
+    # -- how a backend calls the model --------------------------------------------------------------------
+    def model_kwargs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for ``model.forward`` from named inputs (hook for caches and renames)."""
+        kwargs = dict(inputs)
+        kwargs["return_dict"] = True
+        if self.values_override and "use_cache" in self.values_override:
+            kwargs.setdefault("use_cache", self.values_override["use_cache"])
+        return kwargs
+
+    def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
+        """The model's outputs as a tuple in `outputs` order (hook for caches and nested outputs)."""
+        values = []
+        for name in self.outputs:
+            try:
+                values.append(model_output[name])
+            except (KeyError, TypeError) as exc:
+                raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
+        return tuple(values)
+
+    # -- old helpers ----------------------------------------------------------------------------------------
+    @classmethod
+    def flatten_output_collection_property(cls, name: str, field: Iterable[Any]) -> dict[str, Any]:
+        """Flatten a collection output: ``name.0``, ``name.1``, ... (nested lists flattened first)."""
+        from itertools import chain
+
+        items = list(field)
+        if items and isinstance(items[0], (list, tuple)):
+            items = list(chain.from_iterable(items))
+        return {f"{name}.{idx}": item for idx, item in enumerate(items)}
+
+    def patch_ops(self) -> None:
+        """Apply the patching specs (prefer `patched_ops()`, which always restores)."""
+        for spec in self._patching_specs:
+            custom = spec.custom_op if spec.op_wrapper is None else spec.op_wrapper(spec.custom_op)
+            setattr(spec.o, spec.name, custom)
+
+    def restore_ops(self) -> None:
+        """Undo `patch_ops`."""
+        for spec in self._patching_specs:
+            orig = spec.orig_op if spec.op_wrapper is None else spec.op_wrapper(spec.orig_op)
+            setattr(spec.o, spec.name, orig)
+
+    def patched_ops(self) -> "_Patched":
+        """Context manager applying the patching specs and restoring them in ``finally``."""
+        return _Patched(self)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Inputs and outputs axes together, as `torch.onnx.export(dynamic_axes=...)` takes them."""
+        axes = {name: dict(v) for name, v in self.inputs.items()}
+        axes.update({name: dict(v) for name, v in self.outputs.items()})
+        return axes
+
+    def check_opset(self, opset: int) -> None:
+        """Refuse an opset below the architecture's minimum, naming the minimum."""
+        if not isinstance(opset, int) or isinstance(opset, bool):
+            raise InvalidArgumentError(f"opset must be an integer, got {opset!r}")
+        if opset < self.min_onnx_opset:
+            raise _opset_error(
+                f"opset {opset} is too low for {type(self).__name__}: it needs at least {self.min_onnx_opset}; "
+                f"pass --opset {self.min_onnx_opset} or higher"
+            )
+
+
+def _opset_error(message: str) -> Exception:
+    from exporter_core.errors import OpsetError
+
+    return OpsetError(message)
+
+
+class _Patched:
+    def __init__(self, config: OnnxConfig) -> None:
+        self._config = config
+
+    def __enter__(self) -> OnnxConfig:
+        self._config.patch_ops()
+        return self._config
+
+    def __exit__(self, *exc: object) -> None:
+        self._config.restore_ops()
+
+
+class TextEncoderOnnxConfig(OnnxConfig):
+    """Encoder-only text models: a declared list of text inputs, (batch, choice, sequence) for multiple-choice."""
+
+    features = (
+        "default",
+        "masked-lm",
+        "causal-lm",
+        "sequence-classification",
+        "multiple-choice",
+        "token-classification",
+        "question-answering",
+    )
+    #: Text inputs in forward order, a subset of input_ids, attention_mask, token_type_ids (+ extras).
+    input_names: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "token_type_ids")
+
+    @property
+    def inputs(self) -> Mapping[str, Mapping[int, str]]:
+        if self.task == "multiple-choice":
+            axes = {0: "batch", 1: "choice", 2: "sequence"}
+        else:
+            axes = {0: "batch", 1: "sequence"}
+        return OrderedDict((name, dict(axes)) for name in self.input_names)
+
+    def dummy_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
+        tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
+        if self.task == "multiple-choice":
+            rows = spec.batch_size * spec.num_choices
+            arrays = dummy_inputs.text_arrays(self._config, list(self.inputs), rows, spec, tokenizer)
+            shape = (spec.batch_size, spec.num_choices, spec.sequence_length)
+            return {name: value.reshape(shape) for name, value in arrays.items()}
+        return dummy_inputs.text_arrays(self._config, list(self.inputs), spec.batch_size, spec, tokenizer)
+
+
+class OnnxConfigWithPast(OnnxConfig):
+    """Base config for decoders that can take and return past key values."""
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        task: str = "default",
+        patching_specs: list[PatchingSpec] | None = None,
+        use_past: bool = False,
+    ) -> None:
+        super().__init__(config, task=task, patching_specs=patching_specs)
+        self.use_past = use_past
+
+    @classmethod
+    def with_past(cls, config: PretrainedConfig, task: str = "default") -> "OnnxConfigWithPast":
+        """Config for `task` with past key values as inputs and outputs."""
+        return cls(config, task=task, use_past=True)
+
+    @property
+    def values_override(self) -> Mapping[str, Any] | None:
+        if hasattr(self._config, "use_cache"):
+            return {"use_cache": self.use_past}
+        return None
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers (from the model config)."""
+        for attribute in ("num_hidden_layers", "num_layers", "n_layer", "decoder_layers"):
+            value = getattr(self._config, attribute, None)
+            if isinstance(value, int):
+                return value
+        raise AttributeError("the model config names no layer count; override `num_layers`")
+
+    @property
+    def num_attention_heads(self) -> int:
+        """Number of attention heads (from the model config)."""
+        for attribute in ("num_attention_heads", "num_heads", "n_head", "decoder_attention_heads"):
+            value = getattr(self._config, attribute, None)
+            if isinstance(value, int):
+                return value
+        raise AttributeError("the model config names no head count; override `num_attention_heads`")
+
+    def fill_with_past_key_values_(
+        self, inputs_or_outputs: "OrderedDict[str, Mapping[int, str]]", direction: str, inverted_values_shape: bool = False
+    ) -> None:
+        """Add ``past_key_values.{i}.key|value`` (inputs) or ``present.{i}.key|value`` (outputs) entries."""
+        if direction not in ("inputs", "outputs"):
+            raise ValueError(f'direction must either be "inputs" or "outputs", but {direction} was given')
+        name = "past_key_values" if direction == "inputs" else "present"
+        for i in range(self.num_layers):
+            inputs_or_outputs[f"{name}.{i}.key"] = {0: "batch", 2: "past_sequence + sequence"}
+            if inverted_values_shape:
+                inputs_or_outputs[f"{name}.{i}.value"] = {0: "batch", 1: "past_sequence + sequence"}
+            else:
+                inputs_or_outputs[f"{name}.{i}.value"] = {0: "batch", 2: "past_sequence + sequence"}
+
+
+class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
+    """Base config for encoder-decoder models; layer and head counts are (encoder, decoder) pairs."""
+
+    @property
+    def num_layers(self) -> tuple[int, int]:  # type: ignore[override]
+        encoder = getattr(self._config, "encoder_layers", None) or getattr(self._config, "num_layers", None)
+        decoder = getattr(self._config, "decoder_layers", None) or getattr(self._config, "num_decoder_layers", None)
+        if not isinstance(encoder, int):
+            raise AttributeError("the model config names no encoder layer count; override `num_layers`")
+        return encoder, decoder if isinstance(decoder, int) else encoder
+
+    @property
+    def num_attention_heads(self) -> tuple[int, int]:  # type: ignore[override]
+        encoder = getattr(self._config, "encoder_attention_heads", None) or getattr(self._config, "num_heads", None)
+        decoder = getattr(self._config, "decoder_attention_heads", None) or encoder
+        if not isinstance(encoder, int):
+            raise AttributeError("the model config names no head count; override `num_attention_heads`")
+        return encoder, decoder
+
+    @property
+    def outputs(self) -> Mapping[str, Mapping[int, str]]:
+        common = super().outputs
+        for name, axes in common.items():
+            sequence_name = "encoder_sequence" if "encoder" in name else "decoder_sequence"
+            for idx, axis in list(axes.items()):
+                if axis == "sequence":
+                    axes[idx] = sequence_name
+        return common
+
+    def fill_with_past_key_values_(
+        self, inputs_or_outputs: "OrderedDict[str, Mapping[int, str]]", direction: str, inverted_values_shape: bool = False
+    ) -> None:
+        if direction not in ("inputs", "outputs"):
+            raise ValueError(f'direction must either be "inputs" or "outputs", but {direction} was given')
+        name = "past_key_values" if direction == "inputs" else "present"
+        _, decoder_layers = self.num_layers
+        for i in range(decoder_layers):
+            inputs_or_outputs[f"{name}.{i}.decoder.key"] = {0: "batch", 2: "past_decoder_sequence"}
+            inputs_or_outputs[f"{name}.{i}.decoder.value"] = {0: "batch", 2: "past_decoder_sequence"}
+            inputs_or_outputs[f"{name}.{i}.encoder.key"] = {0: "batch", 2: "past_encoder_sequence"}
+            inputs_or_outputs[f"{name}.{i}.encoder.value"] = {0: "batch", 2: "past_encoder_sequence"}

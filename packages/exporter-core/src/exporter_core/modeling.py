@@ -1,0 +1,96 @@
+"""Turning a Transformers model into a module a tracer can capture: named inputs in, a tuple out.
+
+`ExportModule` has a ``forward`` whose parameters are exactly the config's input names, in order
+(torch.export binds inputs by parameter name, and a ``*args`` forward defeats it), and returns the
+config's outputs as a tuple (TorchScript refuses dict outputs). `prepared_for_export` sets what an export
+needs (eval mode, config overrides, patching specs) and restores all of it in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import keyword
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from exporter_core.config import OnnxConfig
+
+__all__ = ["export_module", "prepared_for_export"]
+
+_modules_by_signature: dict[tuple[str, ...], type] = {}
+
+
+def _module_class(names: tuple[str, ...]) -> type:
+    """A `torch.nn.Module` subclass whose forward takes exactly `names` (built once per signature)."""
+    import torch
+
+    cached = _modules_by_signature.get(names)
+    if cached is not None:
+        return cached
+    for name in names:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"input name {name!r} is not a Python identifier; rename it in the config")
+    params = ", ".join(names)
+    packed = ", ".join(f"{n!r}: {n}" for n in names)
+    namespace: dict[str, Any] = {}
+    # A generated signature is the one way to give forward named parameters that vary per config.
+    exec(f"def forward(self, {params}):\n    return self._run({{{packed}}})\n", namespace)  # noqa: S102
+
+    class ExportModule(torch.nn.Module):
+        """Calls the wrapped model with named inputs and returns the config's outputs as a tuple."""
+
+        def __init__(self, model: torch.nn.Module, config: OnnxConfig) -> None:
+            super().__init__()
+            self.model = model
+            self.export_config = config
+            # A new Module starts in training mode; a trainer that restores modes after export would then
+            # switch the wrapped model into training (dropout on). Start, and stay, in eval mode.
+            self.train(False)
+
+        def _run(self, inputs: dict[str, Any]) -> tuple[Any, ...]:
+            kwargs = self.export_config.model_kwargs(inputs)
+            return self.export_config.select_outputs(self.model(**kwargs))
+
+        def train(self, mode: bool = True) -> "ExportModule":
+            # The wrapper never changes the wrapped model's mode.
+            self.training = mode
+            return self
+
+    ExportModule.forward = namespace["forward"]  # type: ignore[method-assign]
+    _modules_by_signature[names] = ExportModule
+    return ExportModule
+
+
+def export_module(model: torch.nn.Module, config: OnnxConfig, input_names: list[str] | None = None) -> torch.nn.Module:
+    """Wrap `model` for tracing; `input_names` defaults to the config's inputs."""
+    names = tuple(input_names if input_names is not None else config.inputs)
+    return _module_class(names)(model, config)
+
+
+
+@contextlib.contextmanager
+def prepared_for_export(model: torch.nn.Module, config: OnnxConfig) -> Iterator[torch.nn.Module]:
+    """Eval mode, `values_override` applied to the model config, patching specs on; all restored after."""
+    was_training = model.training
+    overrides = dict(config.values_override or {})
+    model_config = getattr(model, "config", None)
+    saved: dict[str, Any] = {}
+    missing = object()
+    try:
+        model.eval()
+        if model_config is not None:
+            for key, value in overrides.items():
+                saved[key] = getattr(model_config, key, missing)
+                setattr(model_config, key, value)
+        with config.patched_ops():
+            yield model
+    finally:
+        if model_config is not None:
+            for key, value in saved.items():
+                if value is missing:
+                    delattr(model_config, key)
+                else:
+                    setattr(model_config, key, value)
+        model.train(was_training)

@@ -1,0 +1,76 @@
+"""Features (the old name for tasks): what each one loads and what it outputs."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import MappingProxyType
+from typing import Mapping
+
+__all__ = ["AUTO_CLASS_FOR_FEATURE", "COMMON_OUTPUTS", "AVAILABLE_FEATURES", "feature_to_task", "is_with_past"]
+
+#: Feature (without ``-with-past``) -> the Transformers Auto class that loads a model for it.
+AUTO_CLASS_FOR_FEATURE: Mapping[str, str] = MappingProxyType(
+    {
+        "default": "AutoModel",
+        "masked-lm": "AutoModelForMaskedLM",
+        "causal-lm": "AutoModelForCausalLM",
+        "seq2seq-lm": "AutoModelForSeq2SeqLM",
+        "sequence-classification": "AutoModelForSequenceClassification",
+        "token-classification": "AutoModelForTokenClassification",
+        "multiple-choice": "AutoModelForMultipleChoice",
+        "object-detection": "AutoModelForObjectDetection",
+        "question-answering": "AutoModelForQuestionAnswering",
+        "image-classification": "AutoModelForImageClassification",
+        "image-segmentation": "AutoModelForImageSegmentation",
+        "masked-im": "AutoModelForMaskedImageModeling",
+        "semantic-segmentation": "AutoModelForSemanticSegmentation",
+        "vision2seq-lm": "AutoModelForVision2Seq",
+        "speech2seq-lm": "AutoModelForSpeechSeq2Seq",
+    }
+)
+
+_SEQ = {0: "batch", 1: "sequence"}
+
+#: Task -> ordered outputs with their dynamic axes (the old `_tasks_to_common_outputs`).
+COMMON_OUTPUTS: Mapping[str, "OrderedDict[str, dict[int, str]]"] = MappingProxyType(
+    {
+        "causal-lm": OrderedDict({"logits": dict(_SEQ)}),
+        "default": OrderedDict({"last_hidden_state": dict(_SEQ)}),
+        "image-classification": OrderedDict({"logits": {0: "batch", 1: "sequence"}}),
+        "image-segmentation": OrderedDict(
+            {
+                "logits": dict(_SEQ),
+                "pred_boxes": dict(_SEQ),
+                "pred_masks": dict(_SEQ),
+            }
+        ),
+        "masked-im": OrderedDict({"logits": dict(_SEQ)}),
+        "masked-lm": OrderedDict({"logits": dict(_SEQ)}),
+        "multiple-choice": OrderedDict({"logits": {0: "batch"}}),
+        "object-detection": OrderedDict({"logits": dict(_SEQ), "pred_boxes": dict(_SEQ)}),
+        "question-answering": OrderedDict({"start_logits": dict(_SEQ), "end_logits": dict(_SEQ)}),
+        "semantic-segmentation": OrderedDict({"logits": {0: "batch", 1: "num_labels", 2: "height", 3: "width"}}),
+        "seq2seq-lm": OrderedDict({"logits": {0: "batch", 1: "decoder_sequence"}}),
+        "sequence-classification": OrderedDict({"logits": {0: "batch"}}),
+        "token-classification": OrderedDict({"logits": dict(_SEQ)}),
+        "vision2seq-lm": OrderedDict({"logits": {0: "batch", 1: "sequence"}}),
+        "speech2seq-lm": OrderedDict({"logits": {0: "batch", 1: "sequence"}}),
+    }
+)
+
+AVAILABLE_FEATURES: tuple[str, ...] = tuple(
+    sorted(
+        set(AUTO_CLASS_FOR_FEATURE)
+        | {f"{f}-with-past" for f in ("default", "causal-lm", "seq2seq-lm", "speech2seq-lm")}
+    )
+)
+
+
+def is_with_past(feature: str) -> bool:
+    """True for the ``*-with-past`` features."""
+    return feature.endswith("-with-past")
+
+
+def feature_to_task(feature: str) -> str:
+    """The task behind a feature: the feature without its ``-with-past`` suffix."""
+    return feature.replace("-with-past", "")

@@ -1,0 +1,263 @@
+"""ONNX conversion: capture the graph with ``torch.onnx``, write it, check it.
+
+Two engines: ``dynamo`` (torch.export + onnxscript; the default, for opset 18 and above) and ``torchscript``
+(the TorchScript-based exporter, which still targets opsets 14-17 that older runtimes need). An explicit
+opset is honoured exactly: the written file is checked to carry it. Capture and writing are separate steps
+so that weights can later be streamed into external data instead of being held in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError
+from exporter_core.modeling import export_module, prepared_for_export
+from exporter_core.output import StagedOutput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_core.config import OnnxConfig
+
+__all__ = ["DYNAMO_MIN_OPSET", "OnnxExportInfo", "choose_engine", "export", "export_onnx", "max_opset"]
+
+logger = logging.getLogger("exporter")
+
+#: Lowest opset the torch.export-based engine writes faithfully (asked for less, it silently writes 18).
+DYNAMO_MIN_OPSET = 18
+#: Highest opset the TorchScript-based engine supports.
+TORCHSCRIPT_MAX_OPSET = 20
+
+
+def max_opset() -> int:
+    """Highest opset both the installed onnx and onnxruntime know."""
+    import onnx
+    import onnxruntime
+
+    highest = onnx.defs.onnx_opset_version()
+    ort_major_minor = tuple(int(x) for x in onnxruntime.__version__.split(".")[:2])
+    # ONNX Runtime implements the opsets of the onnx release it was built against; 1.20+ covers opset 23.
+    return min(highest, 23 if ort_major_minor >= (1, 20) else 21)
+
+
+def choose_engine(opset: int, engine: str = "auto") -> str:
+    """The engine that can write `opset` ("dynamo" from 18, "torchscript" below), or an error for a bad pair."""
+    if engine not in ("auto", "dynamo", "torchscript"):
+        raise InvalidArgumentError(f"unknown engine {engine!r}; use auto, dynamo or torchscript")
+    if engine == "auto":
+        return "dynamo" if opset >= DYNAMO_MIN_OPSET else "torchscript"
+    if engine == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise OpsetError(f"the dynamo engine writes opset {DYNAMO_MIN_OPSET} or higher; use --engine torchscript for opset {opset}")
+    if engine == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
+        raise OpsetError(f"the torchscript engine writes opset {TORCHSCRIPT_MAX_OPSET} at most; use --engine dynamo for opset {opset}")
+    return engine
+
+
+@dataclass
+class OnnxExportInfo:
+    """What one export wrote."""
+
+    path: Path
+    input_names: list[str]
+    output_names: list[str]
+    opset: int
+    engine: str
+    external_data: bool
+    files: list[str] = field(default_factory=list)
+    fallback_reason: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """Facts for the report and metadata files."""
+        import onnx
+        import torch
+
+        data = {
+            "opset": self.opset,
+            "engine": self.engine,
+            "external_data": self.external_data,
+            "input_names": self.input_names,
+            "output_names": self.output_names,
+            "files": self.files,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+        }
+        if self.fallback_reason:
+            data["fallback_reason"] = self.fallback_reason
+        return data
+
+
+def _dim_name(axis_name: str) -> str:
+    name = re.sub(r"\W+", "_", axis_name).strip("_") or "dim"
+    return name if not name[0].isdigit() else f"d_{name}"
+
+
+def _dynamic_shapes(config: OnnxConfig, names: list[str]) -> dict[str, dict[int, Any]]:
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+    shapes: dict[str, dict[int, Any]] = {}
+    for name in names:
+        axes = config.inputs[name]
+        shapes[name] = {}
+        for axis, axis_name in axes.items():
+            key = _dim_name(axis_name)
+            if key not in dims:
+                dims[key] = Dim(key)
+            shapes[name][axis] = dims[key]
+    return shapes
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence torch.onnx's progress chatter and warnings for the duration of one export."""
+    noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")]
+    levels = [lg.level for lg in noisy]
+    try:
+        for lg in noisy:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(noisy, levels):
+            lg.setLevel(level)
+
+
+def _count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _capture_dynamo(module: Any, dummy: dict[str, Any], config: OnnxConfig, opset: int, optimize: bool) -> Any:
+    import torch
+
+    names = list(dummy)
+    return torch.onnx.export(
+        module,
+        (),
+        kwargs=dummy,
+        dynamo=True,
+        optimize=optimize,
+        opset_version=opset,
+        dynamic_shapes=_dynamic_shapes(config, names),
+        input_names=names,
+        output_names=list(config.outputs),
+        verbose=False,
+    )
+
+
+def _export_torchscript(module: Any, dummy: dict[str, Any], config: OnnxConfig, opset: int, path: Path) -> None:
+    import torch
+
+    names = list(dummy)
+    axes = {name: dict(config.inputs[name]) for name in names}
+    axes.update({name: dict(v) for name, v in config.outputs.items()})
+    torch.onnx.export(
+        module,
+        tuple(dummy.values()),
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=names,
+        output_names=list(config.outputs),
+        dynamic_axes=axes,
+        do_constant_folding=True,
+    )
+
+
+def export_onnx(
+    model: Any,
+    config: OnnxConfig,
+    path: str | Path,
+    *,
+    opset: int | None = None,
+    engine: str = "auto",
+    preprocessor: Any = None,
+    optimize: bool = True,
+) -> OnnxExportInfo:
+    """Export `model` as described by `config` to `path` (and external data beside it when large).
+
+    `path`'s folder should be private to this call (a staging folder): files are written straight into it.
+    """
+    import onnx
+    import torch
+
+    opset = config.default_onnx_opset if opset is None else opset
+    config.check_opset(opset)
+    highest = max_opset()
+    if opset > highest:
+        raise OpsetError(f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); pass --opset {highest} or lower")
+    chosen = choose_engine(opset, engine)
+    path = Path(path)
+    dummy = config.generate_dummy_inputs(preprocessor, framework="pt")
+    names = list(dummy)
+    external = config.use_external_data_format(_count_parameters(model))
+    fallback_reason = None
+    with prepared_for_export(model, config), torch.no_grad(), _quiet_exporter():
+        module = export_module(model, config, names)
+        if chosen == "dynamo":
+            try:
+                program = _capture_dynamo(module, dict(dummy), config, opset, optimize)
+            except Exception as exc:  # torch.export refuses some graphs; the other engine may not
+                if engine != "auto":
+                    raise ExportError(f"the dynamo engine could not capture {type(model).__name__}: {exc}") from exc
+                fallback_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                logger.warning("dynamo engine failed (%s); exporting with the torchscript engine", fallback_reason)
+                if opset > TORCHSCRIPT_MAX_OPSET:
+                    raise ExportError(f"the dynamo engine failed ({fallback_reason}) and opset {opset} is above the torchscript engine's {TORCHSCRIPT_MAX_OPSET}") from exc
+                chosen = "torchscript"
+            else:
+                program.save(str(path), external_data=external)
+        if chosen == "torchscript":
+            try:
+                _export_torchscript(module, dict(dummy), config, opset, path)
+            except Exception as exc:
+                raise ExportError(f"the torchscript engine could not export {type(model).__name__}: {exc}") from exc
+    written = onnx.load(str(path), load_external_data=False)
+    written_opset = next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written_opset != opset:
+        raise ExportError(f"asked for opset {opset} but the {chosen} engine wrote opset {written_opset}")
+    onnx.checker.check_model(str(path))
+    graph_inputs = [i.name for i in written.graph.input]
+    external = external or any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer
+    )
+    files = sorted(p.name for p in path.parent.iterdir() if p.is_file())
+    return OnnxExportInfo(
+        path=path,
+        input_names=[n for n in names if n in graph_inputs],
+        output_names=[o.name for o in written.graph.output],
+        opset=opset,
+        engine=chosen,
+        external_data=external,
+        files=files,
+        fallback_reason=fallback_reason,
+    )
+
+
+def export(
+    preprocessor: Any,
+    model: Any,
+    config: OnnxConfig,
+    opset: int,
+    output: str | Path,
+    tokenizer: Any = None,
+    device: str = "cpu",
+) -> tuple[list[str], list[str]]:
+    """The old ``transformers.onnx.export``: write `output` atomically; return (input names, output names)."""
+    if device != "cpu":
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InvalidArgumentError(f"device {device!r} asked for but CUDA is not available; use device='cpu'")
+        model = model.to(device)
+    if preprocessor is None:
+        preprocessor = tokenizer
+    output = Path(output)
+    with StagedOutput(output.parent) as staged:
+        info = export_onnx(model, config, staged.path / output.name, opset=opset, preprocessor=preprocessor)
+        staged.commit(info.files)
+    return info.input_names, info.output_names

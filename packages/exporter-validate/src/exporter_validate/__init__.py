@@ -1,0 +1,13 @@
+"""exporter-validate: proof that an artifact computes what the PyTorch model computes.
+
+Reference inputs at another shape than the export (batch 3, sequence 9, padded rows), every output
+compared (names, shapes, values with an absolute tolerance and no hidden relative term), the old
+``-[✓]``/``-[x]`` log lines and a JSON report. Backends supply a runner; this package is format-neutral.
+"""
+
+from __future__ import annotations
+
+from exporter_validate.compare import compare_outputs, reference_outputs, validate_outputs
+from exporter_validate.report import ExportReport, OutputCheck, ValidationReport
+
+__all__ = ["ExportReport", "OutputCheck", "ValidationReport", "compare_outputs", "reference_outputs", "validate_outputs"]

@@ -1,0 +1,138 @@
+"""Running the reference model and comparing its outputs with an artifact's, output by output."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+
+from exporter_validate.report import OutputCheck, ValidationReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_core.config import OnnxConfig
+
+__all__ = ["compare_outputs", "reference_outputs", "validate_outputs"]
+
+logger = logging.getLogger("exporter")
+
+Runner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def reference_outputs(model: Any, config: OnnxConfig, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The PyTorch model's outputs on `inputs`, named and ordered as the config's outputs."""
+    import torch
+
+    from exporter_core.modeling import export_module, prepared_for_export
+
+    with prepared_for_export(model, config), torch.no_grad():
+        module = export_module(model, config, list(inputs))
+        values = module(**{name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in inputs.items()})
+    return {name: _to_numpy(value) for name, value in zip(config.outputs, values)}
+
+
+def _mask_for(axis_name: str, inputs: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    key = "decoder_attention_mask" if "decoder" in axis_name else "attention_mask"
+    mask = inputs.get(key)
+    if mask is None or np.ndim(mask) != 2 or bool(np.all(mask == 1)):
+        return None
+    return key, np.asarray(mask)
+
+
+def _compare_one(
+    name: str, axes: Mapping[int, str], reference: np.ndarray, exported: np.ndarray, inputs: Mapping[str, np.ndarray], atol: float
+) -> OutputCheck:
+    check = OutputCheck(
+        name=name,
+        reference_shape=list(reference.shape),
+        exported_shape=list(exported.shape),
+        max_abs_diff=None,
+        atol=atol,
+    )
+    if reference.shape != exported.shape:
+        return check
+    diff = np.abs(reference.astype(np.float64) - exported.astype(np.float64))
+    if diff.size == 0:
+        check.max_abs_diff = 0.0
+        return check
+    keep = np.ones(diff.shape, dtype=bool)
+    for axis, axis_name in axes.items():
+        if axis == 0 or axis >= diff.ndim or "sequence" not in axis_name:
+            continue
+        found = _mask_for(axis_name, inputs)
+        if found is None:
+            continue
+        key, mask = found
+        if mask.shape != (diff.shape[0], diff.shape[axis]):
+            continue
+        shape = [1] * diff.ndim
+        shape[0], shape[axis] = mask.shape
+        keep &= np.broadcast_to(mask.reshape(shape).astype(bool), diff.shape)
+        check.compared = f"real positions ({key} == 1)"
+    nan_mismatch = np.isnan(reference) != np.isnan(exported)
+    diff = np.where(np.isnan(diff), np.where(nan_mismatch, np.inf, 0.0), diff)
+    check.max_abs_diff = float(diff[keep].max()) if keep.any() else 0.0
+    if not keep.all():
+        check.max_abs_diff_excluded = float(diff[~keep].max())
+    return check
+
+
+def compare_outputs(
+    config: OnnxConfig,
+    inputs: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    exported: Mapping[str, np.ndarray],
+    atol: float,
+) -> list[OutputCheck]:
+    """One `OutputCheck` per reference output; sequence axes compare real positions only (mask == 1)."""
+    axes_by_name = config.outputs
+    checks = []
+    for name, ref in reference.items():
+        if name not in exported:
+            checks.append(OutputCheck(name, list(ref.shape), None, None, atol, missing=True))
+            continue
+        checks.append(_compare_one(name, axes_by_name.get(name, {}), ref, np.asarray(exported[name]), inputs, atol))
+    return checks
+
+
+def validate_outputs(
+    config: OnnxConfig,
+    reference_model: Any,
+    runner: Runner,
+    *,
+    preprocessor: Any = None,
+    atol: float | None = None,
+    format_name: str = "ONNX",
+    inputs: Mapping[str, np.ndarray] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Run the model and the artifact on reference inputs (another shape, with padding) and compare.
+
+    Returns the report; never raises on a mismatch (callers decide, see `ValidationReport.passed`).
+    """
+    tolerance = float(config.atol_for_validation if atol is None else atol)
+    if inputs is None:
+        inputs = config.generate_reference_inputs(preprocessor, framework="np")
+    reference = reference_outputs(reference_model, config, inputs)
+    exported = dict(runner(inputs))
+    report = ValidationReport(
+        format=format_name,
+        atol=tolerance,
+        reference_inputs={name: list(np.shape(v)) for name, v in inputs.items()},
+        outputs=compare_outputs(config, inputs, reference, exported, tolerance),
+        reference_output_names=list(reference),
+        exported_output_names=list(exported),
+    )
+    emit = log if log is not None else logger.info
+    for line in report.log_lines():
+        emit(line)
+    return report

@@ -1,0 +1,224 @@
+"""Validation reports: one entry per output, the old ``-[✓]``/``-[x]`` log lines, and JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ExportReport", "OutputCheck", "ValidationReport"]
+
+
+@dataclass
+class OutputCheck:
+    """How one output of the artifact compares with the PyTorch model's."""
+
+    name: str
+    reference_shape: list[int] | None
+    exported_shape: list[int] | None
+    max_abs_diff: float | None
+    atol: float
+    #: Which positions `max_abs_diff` covers ("all", or "real tokens (attention_mask == 1)").
+    compared: str = "all"
+    #: Worst difference over positions left out of the comparison (padding); informational.
+    max_abs_diff_excluded: float | None = None
+    missing: bool = False
+
+    @property
+    def shape_ok(self) -> bool:
+        """Shapes equal (and the output exists on both sides)."""
+        return not self.missing and self.reference_shape == self.exported_shape
+
+    @property
+    def values_ok(self) -> bool:
+        """Every compared value within `atol` (no relative term)."""
+        return self.shape_ok and self.max_abs_diff is not None and self.max_abs_diff <= self.atol
+
+    @property
+    def passed(self) -> bool:
+        """Shape and values both good."""
+        return self.shape_ok and self.values_ok
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of comparing an exported artifact with the PyTorch model on reference inputs."""
+
+    format: str
+    atol: float
+    reference_inputs: dict[str, list[int]]
+    outputs: list[OutputCheck]
+    reference_output_names: list[str]
+    exported_output_names: list[str]
+    export_inputs: dict[str, list[int]] = field(default_factory=dict)
+    rtol: float = 0.0
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    model: str | None = None
+    feature: str | None = None
+    artifact: str | None = None
+
+    @property
+    def names_match(self) -> bool:
+        """The artifact returns exactly the reference output names."""
+        return set(self.reference_output_names) == set(self.exported_output_names)
+
+    @property
+    def passed(self) -> bool:
+        """Names, every output and every extra check good."""
+        return (
+            self.names_match
+            and all(check.passed for check in self.outputs)
+            and all(bool(c.get("passed")) for c in self.checks)
+        )
+
+    @property
+    def failures(self) -> list[str]:
+        """One sentence per failing item (every one, not only the first)."""
+        messages = []
+        if not self.names_match:
+            messages.append(
+                f"output names {set(self.exported_output_names)} do not match reference model {set(self.reference_output_names)}"
+            )
+        for check in self.outputs:
+            if check.missing:
+                messages.append(f'output "{check.name}" is missing from the exported model')
+            elif not check.shape_ok:
+                messages.append(f'output "{check.name}": shape {tuple(check.exported_shape or ())} doesn\'t match {tuple(check.reference_shape or ())}')
+            elif not check.values_ok:
+                messages.append(f'output "{check.name}": max abs difference {check.max_abs_diff:.3e} exceeds atol {check.atol:g}')
+        for extra in self.checks:
+            if not extra.get("passed"):
+                messages.append(f"{extra.get('name', 'check')}: {extra.get('detail', 'failed')}")
+        return messages
+
+    @property
+    def worst_difference(self) -> float:
+        """Largest compared difference over all outputs (0 when none was compared)."""
+        values = [c.max_abs_diff for c in self.outputs if c.max_abs_diff is not None]
+        return max(values) if values else 0.0
+
+    def log_lines(self) -> list[str]:
+        """The old exporter's validation log, tab-indented, with ✓ or x on each line."""
+        lines = [f"Validating {self.format} model..."]
+        ref = set(self.reference_output_names)
+        if self.names_match:
+            lines.append(f"\t-[✓] {self.format} model output names match reference model ({ref})")
+        else:
+            lines.append(
+                f"\t-[x] {self.format} model output names {set(self.exported_output_names)} do not match reference model {ref}"
+            )
+        for check in self.outputs:
+            lines.append(f'\t- Validating {self.format} Model output "{check.name}":')
+            if check.missing:
+                lines.append("\t\t-[x] missing from the exported model")
+                continue
+            ref_shape, out_shape = tuple(check.reference_shape or ()), tuple(check.exported_shape or ())
+            if check.shape_ok:
+                lines.append(f"\t\t-[✓] {out_shape} matches {ref_shape}")
+            else:
+                lines.append(f"\t\t-[x] shape {out_shape} doesn't match {ref_shape}")
+                continue
+            where = "" if check.compared == "all" else f", {check.compared}"
+            if check.values_ok:
+                lines.append(f"\t\t-[✓] all values close (atol: {check.atol:g}{where}; max abs diff {check.max_abs_diff:.3e})")
+            else:
+                lines.append(
+                    f"\t\t-[x] values not close enough (atol: {check.atol:g}{where}; max abs diff {check.max_abs_diff:.3e})"
+                )
+        for extra in self.checks:
+            mark = "✓" if extra.get("passed") else "x"
+            lines.append(f"\t-[{mark}] {extra.get('name', 'check')}: {extra.get('detail', '')}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: every field, plus per-output verdicts and the overall one."""
+        outputs = []
+        for check in self.outputs:
+            data = asdict(check)
+            data.update(shape_ok=check.shape_ok, values_ok=check.values_ok, passed=check.passed)
+            outputs.append(data)
+        return {
+            "format": self.format,
+            "model": self.model,
+            "feature": self.feature,
+            "artifact": self.artifact,
+            "passed": self.passed,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "tolerance": f"|exported - reference| <= {self.atol:g} at every compared position (no relative term)",
+            "export_inputs": self.export_inputs,
+            "reference_inputs": self.reference_inputs,
+            "reference_output_names": self.reference_output_names,
+            "exported_output_names": self.exported_output_names,
+            "worst_max_abs_diff": self.worst_difference,
+            "outputs": outputs,
+            "checks": self.checks,
+            "failures": self.failures,
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write `to_dict()` as indented JSON to `path`."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+@dataclass
+class ExportReport:
+    """The whole outcome of one export: a validation report per artifact, extra checks, and facts."""
+
+    format: str
+    backend: str
+    feature: str
+    parts: list[ValidationReport]
+    model: str | None = None
+    output: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Every part and every extra check passed."""
+        return all(p.passed for p in self.parts) and all(bool(c.get("passed")) for c in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        """Every failing item of every part, then failing checks."""
+        messages = []
+        for part in self.parts:
+            prefix = f"{part.artifact}: " if part.artifact and len(self.parts) > 1 else ""
+            messages.extend(prefix + m for m in part.failures)
+        messages.extend(f"{c.get('name', 'check')}: {c.get('detail', 'failed')}" for c in self.checks if not c.get("passed"))
+        return messages
+
+    @property
+    def worst_difference(self) -> float:
+        """Largest compared difference over every output of every part."""
+        return max((p.worst_difference for p in self.parts), default=0.0)
+
+    def log_lines(self) -> list[str]:
+        """Extra checks in the old log style (each part logs its own lines while validating)."""
+        return [f"\t-[{'✓' if c.get('passed') else 'x'}] {c.get('name', 'check')}: {c.get('detail', '')}" for c in self.checks]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "format": self.format,
+            "backend": self.backend,
+            "model": self.model,
+            "feature": self.feature,
+            "output": self.output,
+            "passed": self.passed,
+            "worst_max_abs_diff": self.worst_difference,
+            "failures": self.failures,
+            "parts": [p.to_dict() for p in self.parts],
+            "checks": self.checks,
+            "metadata": self.metadata,
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write `to_dict()` as indented JSON to `path`."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        return path

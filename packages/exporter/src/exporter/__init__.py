@@ -1,0 +1,59 @@
+"""exporter: export 🤗 Transformers models to ONNX, TorchScript and AWS Neuron, validated against PyTorch.
+
+The facade over exporter's packages. Backends are separate distributions found through entry points::
+
+    import exporter
+    report = exporter.export("path/to/checkpoint", "out/", format="onnx", feature="sequence-classification")
+    print(report.passed, report.worst_difference)
+
+`exporter.onnx` keeps the old ``transformers.onnx`` API; `exporter.configs` holds every ready-made config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["export", "list_backends"]
+
+__version__ = "0.1.0"
+
+
+def export(
+    model: str | Path,
+    output: str | Path,
+    format: str = "onnx",
+    feature: str = "default",
+    *,
+    atol: float | None = None,
+    preprocessor: str = "auto",
+    cache_dir: str | Path | None = None,
+    keep_invalid: bool = False,
+    **options: Any,
+) -> Any:
+    """Export the checkpoint `model` (folder or cached hub id) with backend `format` into `output`.
+
+    Backend options go as keywords (``opset=14`` for ONNX). Returns the `ExportReport`; raises
+    `exporter_core.errors.ValidationError` (with ``.report``) when the artifact does not match PyTorch,
+    and a `UserError` subclass for a mistake in the request.
+    """
+    from exporter.pipeline import run_export
+
+    return run_export(
+        format,
+        model,
+        output,
+        feature=feature,
+        atol=atol,
+        preprocessor=preprocessor,
+        cache_dir=cache_dir,
+        keep_invalid=keep_invalid,
+        options=options,
+    )
+
+
+def list_backends() -> list[str]:
+    """Names of the installed backends (read from metadata; nothing imported)."""
+    from exporter_core.plugins import list_backends as _list
+
+    return [info.name for info in _list()]

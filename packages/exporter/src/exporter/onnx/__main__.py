@@ -1,0 +1,25 @@
+"""``python -m exporter.onnx``: the old ``python -m transformers.onnx`` command line, log lines included."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from exporter.cli import _setup_logging, add_common_arguments, export_command, run_cli
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the old options and export with the ONNX backend."""
+    parser = argparse.ArgumentParser("Hugging Face Transformers ONNX exporter (exporter.onnx)")
+    add_common_arguments(parser, legacy=True)
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset version to export the model with.")
+    args = parser.parse_args(argv)
+    _setup_logging()
+    return run_cli(lambda a: export_command("onnx", a, {"opset": a.opset, "engine": "auto"}), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

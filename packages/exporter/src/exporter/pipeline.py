@@ -1,0 +1,143 @@
+"""One export, end to end: discovery -> checkpoint -> config -> backend -> validation -> atomic commit."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from exporter_core import loading, plugins
+from exporter_core.backend import ExportRequest
+from exporter_core.errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    UnsupportedFeatureError,
+    UnsupportedFrameworkError,
+    ValidationError,
+)
+from exporter_core.features import config_class_for
+from exporter_core.output import StagedOutput, ensure_writable_folder
+
+__all__ = ["check_atol", "resolve_output", "run_export"]
+
+logger = logging.getLogger("exporter")
+
+
+def check_atol(atol: float | None) -> float | None:
+    """A tolerance must be a finite positive number."""
+    if atol is None:
+        return None
+    if not isinstance(atol, (int, float)) or isinstance(atol, bool) or not math.isfinite(atol) or atol <= 0:
+        raise InvalidArgumentError(f"atol must be a positive finite number, got {atol!r}; for example --atol 1e-4")
+    return float(atol)
+
+
+def resolve_output(output: str | Path, default_artifact: str) -> tuple[Path, str]:
+    """(destination folder, artifact file name): an existing file is replaced, anything else is a folder."""
+    path = Path(output).expanduser()
+    if path.is_file():
+        return path.parent, path.name
+    return path, default_artifact
+
+
+def report_name(artifact: str) -> str:
+    """File name of the JSON report beside `artifact` (``model.onnx`` -> ``model.validation.json``)."""
+    return f"{Path(artifact).stem}.validation.json"
+
+
+def run_export(
+    backend_name: str,
+    model: str | Path,
+    output: str | Path,
+    *,
+    feature: str = "default",
+    atol: float | None = None,
+    preprocessor: str = "auto",
+    framework: str | None = None,
+    cache_dir: str | Path | None = None,
+    keep_invalid: bool = False,
+    options: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """Export `model` with backend `backend_name` into `output`, validate, and keep the files only if valid.
+
+    Returns the `ExportReport`; raises `ValidationError` (carrying the report) when validation fails.
+    """
+    from exporter_validate import ExportReport, validate_outputs
+
+    emit = log if log is not None else logger.info
+    backend_cls = plugins.load_backend(backend_name)
+    reason = backend_cls.unavailable_reason()
+    if reason:
+        raise BackendUnavailableError(reason)
+    atol = check_atol(atol)
+    if framework not in (None, "pt"):
+        raise UnsupportedFrameworkError(
+            f"framework {framework!r} is not supported: Transformers 5 has no TensorFlow; use --framework pt"
+        )
+    folder = loading.resolve_checkpoint(model, cache_dir=cache_dir)
+    model_type = loading.read_model_type(folder)
+    config_cls = config_class_for(model_type)
+    if feature not in config_cls.features:
+        raise UnsupportedFeatureError(
+            f"{model_type} does not support feature {feature!r}; supported features: {', '.join(config_cls.features)}"
+        )
+    destination, artifact = resolve_output(output, backend_cls.default_artifact)
+    ensure_writable_folder(destination)
+    torch_model = loading.load_model(folder, feature, config_cls)
+    processor = loading.load_preprocessor(folder, preprocessor)
+    config = config_cls.for_feature(torch_model.config, feature)
+    backend = backend_cls()
+    with StagedOutput(destination) as staged:
+        request = ExportRequest(
+            model=torch_model,
+            config=config,
+            feature=feature,
+            staging=staged.path,
+            artifact_name=artifact,
+            preprocessor=processor,
+            model_path=folder,
+            options=dict(options or {}),
+        )
+        result = backend.export(request)
+        parts = []
+        for part in result.parts:
+            report = validate_outputs(
+                part.config,
+                part.model,
+                part.runner,
+                preprocessor=processor,
+                atol=atol,
+                format_name=backend_cls.display_name,
+                inputs=part.reference_inputs,
+                log=emit,
+            )
+            report.artifact = part.artifact
+            report.feature = feature
+            report.model = str(model)
+            parts.append(report)
+        checks = list(result.checks) + list(backend.run_checks(request, result))
+        export_report = ExportReport(
+            format=backend_cls.display_name,
+            backend=backend_name,
+            feature=feature,
+            parts=parts,
+            model=str(model),
+            output=str(destination / artifact),
+            checks=checks,
+            metadata=result.metadata,
+        )
+        for line in export_report.log_lines():
+            emit(line)
+        export_report.write_json(staged.path / report_name(artifact))
+        if export_report.passed or keep_invalid:
+            staged.commit()
+        else:
+            staged.discard()
+    if not export_report.passed:
+        kept = "kept (--keep-invalid)" if keep_invalid else "not kept (pass --keep-invalid to keep it)"
+        raise ValidationError(
+            f"validation failed: {'; '.join(export_report.failures)}; the model was {kept}", export_report
+        )
+    return export_report
