@@ -88,6 +88,11 @@ def tests(session: nox.Session, package: str) -> None:
     """One package in isolation: the package, the local packages it needs, its test extra."""
     info = PACKAGES[package]
     _install(session, _local_closure([package] + info["test"]), [package])
+    # Test-only plugins of one package (stand-ins, fixtures) live in its tests/fixtures/*/ and are
+    # installed in that package's session only, never in shipped metadata.
+    own_fixtures = sorted(p.parent for p in (info["path"] / "tests" / "fixtures").glob("*/pyproject.toml"))
+    if own_fixtures:
+        session.install("--quiet", "--no-deps", *map(str, own_fixtures))
     _pytest(session, str(info["path"] / "tests"))
 
 

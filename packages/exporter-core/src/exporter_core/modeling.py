@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from exporter_core.config import OnnxConfig
 
-__all__ = ["export_module", "prepared_for_export"]
+__all__ = ["export_module", "prepared_for_export", "untied_copy"]
 
 _modules_by_signature: dict[tuple[str, ...], type] = {}
 
@@ -94,3 +94,25 @@ def prepared_for_export(model: torch.nn.Module, config: OnnxConfig) -> Iterator[
                 else:
                     setattr(model_config, key, value)
         model.train(was_training)
+
+
+def untied_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of `model` in which every parameter shared by several modules is a separate clone.
+
+    TorchScript cannot hold shared parameters (input embeddings tied to an LM head, encoder and decoder
+    embeddings); the old ``torchscript=True`` flag cloned them. The caller's model is left as it was. The
+    copy must not be trained further: the clones would drift apart.
+    """
+    import copy
+
+    import torch
+
+    clone = copy.deepcopy(model)
+    seen: set[int] = set()
+    for module_name, module in list(clone.named_modules(remove_duplicate=False)):
+        for param_name, param in list(module.named_parameters(recurse=False)):
+            if id(param) in seen:
+                setattr(module, param_name, torch.nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad))
+            else:
+                seen.add(id(param))
+    return clone
