@@ -219,8 +219,30 @@ class OnnxConfig:
         return OrderedDict((name, torch.from_numpy(np.ascontiguousarray(value))) for name, value in ordered.items())
 
     def dummy_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
-        """NumPy arrays for every input name; subclasses with other modalities override this hook."""
-        raise TypeError(f"{type(self).__name__} must define `dummy_arrays` to make its inputs")
+        """NumPy arrays for the input names this base knows (text inputs, ``bbox``, ``pixel_values``).
+
+        An axis named "choice" makes text inputs (batch, choice, sequence). Configs with other inputs
+        override this hook.
+        """
+        names = list(self.inputs)
+        arrays: dict[str, np.ndarray] = {}
+        text_names = [n for n in names if n in dummy_inputs.TEXT_INPUTS]
+        if text_names or "bbox" in names:
+            tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
+            with_choices = any("choice" in axes.values() for axes in self.inputs.values())
+            rows = spec.batch_size * spec.num_choices if with_choices else spec.batch_size
+            arrays.update(dummy_inputs.text_arrays(self._config, dummy_inputs.TEXT_INPUTS, rows, spec, tokenizer))
+            if with_choices:
+                shape = (spec.batch_size, spec.num_choices, spec.sequence_length)
+                arrays = {name: value.reshape(shape) for name, value in arrays.items()}
+            if "bbox" in names:
+                arrays["bbox"] = dummy_inputs.boxes_for(arrays["input_ids"], seed=spec.seed)
+        if "pixel_values" in names:
+            image_size = getattr(self._config, "image_size", spec.image_height)
+            height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            channels = int(getattr(self._config, "num_channels", spec.num_channels))
+            arrays["pixel_values"] = dummy_inputs.image_arrays(spec, preprocessor, height, width, channels)
+        return {name: arrays[name] for name in names if name in arrays}
 
     def generate_reference_inputs(
         self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
@@ -340,14 +362,6 @@ class TextEncoderOnnxConfig(OnnxConfig):
             axes = {0: "batch", 1: "sequence"}
         return OrderedDict((name, dict(axes)) for name in self.input_names)
 
-    def dummy_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
-        tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
-        if self.task == "multiple-choice":
-            rows = spec.batch_size * spec.num_choices
-            arrays = dummy_inputs.text_arrays(self._config, list(self.inputs), rows, spec, tokenizer)
-            shape = (spec.batch_size, spec.num_choices, spec.sequence_length)
-            return {name: value.reshape(shape) for name, value in arrays.items()}
-        return dummy_inputs.text_arrays(self._config, list(self.inputs), spec.batch_size, spec, tokenizer)
 
 
 class OnnxConfigWithPast(OnnxConfig):

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DummySpec", "row_lengths", "text_arrays", "boxes_for", "image_arrays"]
+__all__ = ["TEXT_INPUTS", "DummySpec", "boxes_for", "image_arrays", "row_lengths", "text_arrays"]
+
+#: Inputs `text_arrays` makes.
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 _WORDS = (
     "the model reads a short sentence about rivers and mountains while the quick brown fox jumps over "

@@ -113,7 +113,7 @@ def _load(namespace: str, name: str) -> Any:
             name,
             invoke_on_load=False,
             on_load_failure_callback=fail,
-            warn_on_missing_entrypoint=False,
+            on_missing_entrypoints_callback=lambda _names: None,
         )
     except MultipleMatches as exc:
         owners = [p.distribution for p in (_describe(ep) for ep in _entry_points(namespace)) if p.name == name]

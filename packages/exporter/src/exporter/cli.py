@@ -68,11 +68,21 @@ def _quiet_libraries(verbose: bool) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+class _StderrHandler(logging.Handler):
+    """Writes log lines to whatever `sys.stderr` is at the time (so captured streams see them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - a broken stderr must not break the export
+            self.handleError(record)
+
+
 def _setup_logging() -> None:
-    if not any(getattr(h, "_exporter", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._exporter = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

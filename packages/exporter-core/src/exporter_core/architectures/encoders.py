@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
-from exporter_core import dummy_inputs
 from exporter_core.config import TextEncoderOnnxConfig
 
 __all__ = [
@@ -132,10 +127,3 @@ class LayoutLMOnnxConfig(TextEncoderOnnxConfig):
 
     features = ("default", "masked-lm", "sequence-classification", "token-classification")
     input_names = ("input_ids", "bbox", "attention_mask", "token_type_ids")
-
-    def dummy_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
-        tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
-        names = [n for n in self.inputs if n != "bbox"]
-        arrays = dummy_inputs.text_arrays(self._config, names, spec.batch_size, spec, tokenizer)
-        arrays["bbox"] = dummy_inputs.boxes_for(arrays["input_ids"], seed=spec.seed)
-        return arrays

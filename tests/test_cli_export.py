@@ -1,0 +1,122 @@
+"""The command lines and the one-call API, end to end, with the facade and the ONNX backend installed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import exporter
+from conftest import EXAMPLE, run_module
+
+
+def test_old_command_line_prints_old_log(tmp_path):
+    out = tmp_path / "onnx"
+    result = run_module("exporter.onnx", "--model", str(EXAMPLE), "--feature", "sequence-classification", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Validating ONNX model..."
+    assert "\t-[✓] ONNX model output names match reference model ({'logits'})" in lines
+    assert '\t- Validating ONNX Model output "logits":' in lines
+    assert "\t\t-[✓] (3, 2) matches (3, 2)" in lines
+    assert any(line.startswith("\t\t-[✓] all values close (atol: 1e-05") for line in lines)
+    assert lines[-1] == f"All good, model saved at: {out / 'model.onnx'}"
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    onnx.checker.check_model(str(out / "model.onnx"))
+
+
+def test_existing_file_output_is_replaced(cli, checkpoint, tmp_path):
+    target = tmp_path / "custom.onnx"
+    target.write_bytes(b"old")
+    result = cli("onnx", "--model", str(checkpoint("bert")), str(target))
+    assert result.returncode == 0, result.stderr
+    assert onnx.load(str(target)).graph.output[0].name == "last_hidden_state"
+    assert (tmp_path / "custom.validation.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.onnx", "custom.validation.json"]
+
+
+def test_opset_14_through_cli_runs_in_onnxruntime(cli, checkpoint, tmp_path):
+    result = cli("onnx", "--model", str(checkpoint("bert")), "--opset", "14", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [14]
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {i.name: np.ones((1, 5), dtype=np.int64) for i in session.get_inputs()}
+    assert session.run(None, feed)[0].shape == (1, 5, 32)
+    report = json.loads((tmp_path / "model.validation.json").read_text())
+    assert report["metadata"]["opset"] == 14 and report["metadata"]["engine"] == "torchscript"
+
+
+def test_report_json_states_shapes_and_tolerance(cli, checkpoint, tmp_path):
+    result = cli("onnx", "--model", str(checkpoint("bert", "question-answering")), "--feature", "question-answering", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "model.validation.json").read_text())
+    assert report["passed"] is True
+    part = report["parts"][0]
+    assert part["rtol"] == 0.0 and part["atol"] == 1e-5
+    assert part["reference_inputs"]["input_ids"] == [3, 9]
+    assert [o["name"] for o in part["outputs"]] == ["start_logits", "end_logits"]
+    for output in part["outputs"]:
+        assert output["max_abs_diff"] <= 1e-5
+        assert output["compared"] == "real positions (attention_mask == 1)"
+
+
+def test_backends_and_features_commands(cli):
+    result = cli("backends")
+    assert result.returncode == 0
+    assert any(line.startswith("onnx") and "ready" in line for line in result.stdout.splitlines())
+    result = cli("features", "distilbert")
+    assert result.stdout.split() == [
+        "default", "masked-lm", "sequence-classification", "multiple-choice", "token-classification", "question-answering"
+    ]
+    result = cli("features", str(EXAMPLE))
+    assert "causal-lm" in result.stdout.split()
+
+
+def test_third_party_architecture_plugin_exports(cli, tmp_path):
+    """tests/fixtures/exporter-fixture-arch adds `mpnet` through an entry point; the CLI then exports it."""
+    from exporter_core.testing import build_tiny_tokenizer
+    from transformers import AutoConfig, MPNetForSequenceClassification
+
+    config = AutoConfig.for_model(
+        "mpnet", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37, max_position_embeddings=64,
+    )
+    folder = tmp_path / "mpnet"
+    MPNetForSequenceClassification(config).save_pretrained(str(folder))
+    build_tiny_tokenizer().save_pretrained(str(folder))
+    result = cli("features", str(folder))
+    assert result.stdout.split() == ["default", "sequence-classification"]
+    result = cli("onnx", "--model", str(folder), "--feature", "sequence-classification", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "model.onnx").is_file()
+    from exporter.configs import MPNetFixtureOnnxConfig  # third-party configs are importable from the facade too
+
+    assert MPNetFixtureOnnxConfig.features == ("default", "sequence-classification")
+
+
+def test_one_call_api_returns_report(checkpoint, tmp_path):
+    report = exporter.export(checkpoint("bert", "token-classification"), tmp_path, feature="token-classification")
+    assert report.passed and report.format == "ONNX"
+    assert report.worst_difference < 1e-5
+    assert (tmp_path / "model.onnx").is_file()
+    assert "onnx" in exporter.list_backends()
+
+
+def test_one_call_api_with_opset_option(checkpoint, tmp_path):
+    report = exporter.export(checkpoint("bert"), tmp_path, format="onnx", opset=17)
+    assert report.metadata["opset"] == 17
+
+
+def test_every_ready_made_config_importable_from_facade():
+    import exporter.configs as configs
+    from exporter_core.plugins import list_architectures
+
+    names = dir(configs)
+    assert "DistilBertOnnxConfig" in names and "BertOnnxConfig" in names
+    assert len(names) >= len({p.target for p in list_architectures()}) - 1
+    for name in names:
+        cls = getattr(configs, name)
+        assert cls.__name__ == name
