@@ -1,0 +1,91 @@
+"""What a saved TorchScript module was traced with: the shape contract a loader needs, as JSON.
+
+The same JSON is stored twice: inside the ``.pt`` file (``torch.jit.save(..., _extra_files=...)``, readable from
+C++ with ``torch::jit::load(path, device, extra_files)``) and beside it as ``<stem>.torchscript.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["EXTRA_FILE", "FORMAT_VERSION", "TraceMetadata", "metadata_path"]
+
+#: Name of the metadata entry inside the saved ``.pt`` archive.
+EXTRA_FILE = "exporter/torchscript.json"
+FORMAT_VERSION = 1
+
+
+def metadata_path(artifact: str | Path) -> Path:
+    """The side-car metadata file of `artifact` (``model.pt`` -> ``model.torchscript.json``)."""
+    artifact = Path(artifact)
+    return artifact.with_name(f"{artifact.stem}.torchscript.json")
+
+
+def _axes_to_json(axes: Mapping[str, Mapping[int, str]]) -> dict[str, dict[str, str]]:
+    return {name: {str(axis): axis_name for axis, axis_name in value.items()} for name, value in axes.items()}
+
+
+def _axes_from_json(axes: Mapping[str, Mapping[str, str]]) -> dict[str, dict[int, str]]:
+    return {name: {int(axis): axis_name for axis, axis_name in value.items()} for name, value in axes.items()}
+
+
+@dataclass
+class TraceMetadata:
+    """The contract of one traced module: call order, traced (maximum) shape, padding, and what was checked."""
+
+    #: Input names in the order the module's ``forward`` takes them.
+    input_names: list[str]
+    #: Output names in the order of the returned tuple.
+    output_names: list[str]
+    #: Shape of each example input the trace was made with.
+    input_shapes: dict[str, list[int]]
+    input_dtypes: dict[str, str]
+    #: Symbolic axes of inputs and outputs ({name: {axis index: axis name}}).
+    input_axes: dict[str, dict[int, str]]
+    output_axes: dict[str, dict[int, str]]
+    #: The traced shape per axis name ({"batch": 2, "sequence": 16}): the largest inputs the module accepts.
+    static_shape: dict[str, int]
+    pad_token_id: int = 0
+    padding_side: str = "right"
+    #: True when the module, called directly at other shapes, matched the eager model; None if not checked.
+    generalizes: bool | None = None
+    #: One entry per other shape tried: {"shape", "passed", "max_abs_diff", "error"}.
+    generalization_checks: list[dict[str, Any]] = field(default_factory=list)
+    #: Groups of parameter names that shared one tensor in the model and were cloned apart in the trace.
+    untied_parameters: list[list[str]] = field(default_factory=list)
+    model_type: str | None = None
+    model_class: str | None = None
+    feature: str | None = None
+    torch_version: str | None = None
+    transformers_version: str | None = None
+    #: Distinct warnings the tracer gave (values it had to treat as constants, and the like).
+    tracer_warnings: list[str] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        data = asdict(self)
+        data["input_axes"] = _axes_to_json(self.input_axes)
+        data["output_axes"] = _axes_to_json(self.output_axes)
+        return data
+
+    def to_json(self) -> str:
+        """Indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TraceMetadata":
+        """Read `to_dict()` output back (unknown keys from newer writers are ignored)."""
+        known = {f for f in cls.__dataclass_fields__}
+        values = {key: value for key, value in data.items() if key in known}
+        values["input_axes"] = _axes_from_json(values.get("input_axes", {}))
+        values["output_axes"] = _axes_from_json(values.get("output_axes", {}))
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "TraceMetadata":
+        """Parse JSON text written by `to_json`."""
+        return cls.from_dict(json.loads(text))
