@@ -1,7 +1,8 @@
 """A small public test kit: tiny random-weight checkpoints built offline.
 
 `build_tiny_checkpoint("bert", "masked-lm", folder)` writes config, weights and (for text models) a small
-WordLevel tokenizer into `folder` with `save_pretrained`, so preprocessor-driven code runs with no hub.
+WordLevel tokenizer or (for vision models) an image processor into `folder` with `save_pretrained`, so
+preprocessor-driven code runs with no hub.
 The sizes are the classic test sizes (hidden 32, 2 layers, 4 heads, intermediate 37, vocab 99).
 """
 
@@ -11,7 +12,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TINY_CONFIGS", "build_tiny_checkpoint", "build_tiny_tokenizer", "tiny_model_config"]
+__all__ = [
+    "TINY_CONFIGS",
+    "build_tiny_checkpoint",
+    "build_tiny_image_processor",
+    "build_tiny_tokenizer",
+    "tiny_model_config",
+]
 
 _TEXT = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 37, "max_position_embeddings": 64}
@@ -109,16 +116,29 @@ def build_tiny_tokenizer(vocab_size: int = 99) -> Any:
     )
 
 
+def build_tiny_image_processor(height: int, width: int) -> Any:
+    """A `ViTImageProcessor` resizing to (`height`, `width`) and normalising; needs Pillow, like every image processor."""
+    import transformers
+
+    # The Pillow flavour is what ViTImageProcessor falls back to without torchvision (minus the warning).
+    cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
+    return cls(size={"height": height, "width": width}, image_mean=[0.45, 0.5, 0.55], image_std=[0.25, 0.2, 0.3])
+
+
 def build_tiny_checkpoint(
     model_type: str,
     feature: str,
     folder: str | Path,
     *,
     with_tokenizer: bool = False,
+    with_image_processor: bool = False,
     seed: int = 0,
     config_overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a random-weight tiny model for (`model_type`, `feature`) into `folder` and return the folder."""
+    """Save a random-weight tiny model for (`model_type`, `feature`) into `folder` and return the folder.
+
+    `with_image_processor` saves an image processor sized to the model's ``image_size`` (preprocessor_config.json).
+    """
     import torch
 
     from exporter_core.features import config_class_for
@@ -136,4 +156,8 @@ def build_tiny_checkpoint(
     model.save_pretrained(str(folder))
     if with_tokenizer:
         build_tiny_tokenizer(int(getattr(config, "vocab_size", 99))).save_pretrained(str(folder))
+    if with_image_processor:
+        from exporter_core.architectures.vision import image_size_of
+
+        build_tiny_image_processor(*image_size_of(config)).save_pretrained(str(folder))
     return folder
