@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ExportReport", "OutputCheck", "ValidationReport"]
+
+
+def _json_text(data: Any) -> str:
+    """Indented JSON; a non-finite float (an infinite difference) is written as the string "inf", "-inf" or "nan",
+    since the bare Infinity and NaN tokens are not JSON and strict readers (jq, JavaScript) reject them."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+
+    return json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
 
 
 @dataclass
@@ -160,7 +177,7 @@ class ValidationReport:
     def write_json(self, path: str | Path) -> Path:
         """Write `to_dict()` as indented JSON to `path`."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(_json_text(self.to_dict()), encoding="utf-8")
         return path
 
 
@@ -220,5 +237,5 @@ class ExportReport:
     def write_json(self, path: str | Path) -> Path:
         """Write `to_dict()` as indented JSON to `path`."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        path.write_text(_json_text(self.to_dict()), encoding="utf-8")
         return path
