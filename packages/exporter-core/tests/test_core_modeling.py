@@ -51,8 +51,12 @@ def test_explicit_input_names_and_invalid_names(bert_qa: Any) -> None:
     config = BertOnnxConfig(bert_qa.config)
     module = export_module(bert_qa, config, ["input_ids", "attention_mask"])
     assert list(inspect.signature(module.forward).parameters) == ["input_ids", "attention_mask"]
-    with pytest.raises(ValueError, match="'past.key' is not a Python identifier"):
-        export_module(bert_qa, config, ["input_ids", "past.key"])
+    dotted = export_module(bert_qa, config, ["input_ids", "past.key"])
+    assert list(inspect.signature(dotted.forward).parameters) == ["input_ids", "past_key"]
+    with pytest.raises(ValueError, match="'past key' is not a Python identifier"):
+        export_module(bert_qa, config, ["input_ids", "past key"])
+    with pytest.raises(ValueError, match="clashing argument names"):
+        export_module(bert_qa, config, ["past.key", "past_key"])
     with pytest.raises(ValueError, match="'class' is not a Python identifier"):
         export_module(bert_qa, config, ["class"])
 

@@ -17,9 +17,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from exporter_core.config import OnnxConfig
 
-__all__ = ["export_module", "prepared_for_export", "untied_copy"]
+__all__ = ["argument_name", "export_module", "prepared_for_export", "untied_copy"]
 
 _modules_by_signature: dict[tuple[str, ...], type] = {}
+
+
+def argument_name(input_name: str) -> str:
+    """The forward parameter that takes input `input_name` (``past_key_values.0.key`` -> ``past_key_values_0_key``).
+
+    Tracers bind inputs by parameter name; the artifact's inputs keep the config's names.
+    """
+    name = input_name.replace(".", "_")
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ValueError(f"input name {input_name!r} is not a Python identifier; rename it in the config")
+    return name
 
 
 def _module_class(names: tuple[str, ...]) -> type:
@@ -29,11 +40,11 @@ def _module_class(names: tuple[str, ...]) -> type:
     cached = _modules_by_signature.get(names)
     if cached is not None:
         return cached
-    for name in names:
-        if not name.isidentifier() or keyword.iskeyword(name):
-            raise ValueError(f"input name {name!r} is not a Python identifier; rename it in the config")
-    params = ", ".join(names)
-    packed = ", ".join(f"{n!r}: {n}" for n in names)
+    arguments = [argument_name(name) for name in names]
+    if len(set(arguments)) != len(arguments):
+        raise ValueError(f"input names {list(names)} give clashing argument names {arguments}; rename them in the config")
+    params = ", ".join(arguments)
+    packed = ", ".join(f"{n!r}: {a}" for n, a in zip(names, arguments))
     namespace: dict[str, Any] = {}
     # A generated signature is the one way to give forward named parameters that vary per config.
     exec(f"def forward(self, {params}):\n    return self._run({{{packed}}})\n", namespace)  # noqa: S102

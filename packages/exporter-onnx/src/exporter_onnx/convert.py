@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError
-from exporter_core.modeling import export_module, prepared_for_export
+from exporter_core.modeling import argument_name, export_module, prepared_for_export
 from exporter_core.output import StagedOutput
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,12 +102,12 @@ def _dynamic_shapes(config: OnnxConfig, names: list[str]) -> dict[str, dict[int,
     shapes: dict[str, dict[int, Any]] = {}
     for name in names:
         axes = config.inputs[name]
-        shapes[name] = {}
+        shape = shapes[argument_name(name)] = {}
         for axis, axis_name in axes.items():
             key = _dim_name(axis_name)
             if key not in dims:
                 dims[key] = Dim(key)
-            shapes[name][axis] = dims[key]
+            shape[axis] = dims[key]
     return shapes
 
 
@@ -138,7 +138,7 @@ def _capture_dynamo(module: Any, dummy: dict[str, Any], config: OnnxConfig, opse
     return torch.onnx.export(
         module,
         (),
-        kwargs=dummy,
+        kwargs={argument_name(name): value for name, value in dummy.items()},
         dynamo=True,
         optimize=optimize,
         opset_version=opset,

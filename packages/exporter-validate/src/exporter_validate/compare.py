@@ -32,11 +32,11 @@ def reference_outputs(model: Any, config: OnnxConfig, inputs: Mapping[str, np.nd
     """The PyTorch model's outputs on `inputs`, named and ordered as the config's outputs."""
     import torch
 
-    from exporter_core.modeling import export_module, prepared_for_export
+    from exporter_core.modeling import argument_name, export_module, prepared_for_export
 
     with prepared_for_export(model, config), torch.no_grad():
         module = export_module(model, config, list(inputs))
-        values = module(**{name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in inputs.items()})
+        values = module(**{argument_name(name): torch.from_numpy(np.ascontiguousarray(v)) for name, v in inputs.items()})
     return {name: _to_numpy(value) for name, value in zip(config.outputs, values)}
 
 
@@ -48,8 +48,23 @@ def _mask_for(axis_name: str, inputs: Mapping[str, np.ndarray]) -> tuple[str, np
     return key, np.asarray(mask)
 
 
+def _declared_over_past(config: OnnxConfig | None, mask_name: str) -> bool:
+    """True when the config declares the mask's length as past + sequence."""
+    try:
+        axes = config.inputs.get(mask_name, {}) if config is not None else {}
+    except TypeError:  # a config that declares no inputs
+        return False
+    return any("past" in str(axis_name) for axis_name in axes.values())
+
+
 def _compare_one(
-    name: str, axes: Mapping[int, str], reference: np.ndarray, exported: np.ndarray, inputs: Mapping[str, np.ndarray], atol: float
+    name: str,
+    axes: Mapping[int, str],
+    reference: np.ndarray,
+    exported: np.ndarray,
+    inputs: Mapping[str, np.ndarray],
+    atol: float,
+    config: OnnxConfig | None = None,
 ) -> OutputCheck:
     check = OutputCheck(
         name=name,
@@ -72,8 +87,13 @@ def _compare_one(
         if found is None:
             continue
         key, mask = found
-        if mask.shape != (diff.shape[0], diff.shape[axis]):
+        if mask.shape[0] != diff.shape[0]:
             continue
+        if mask.shape[1] != diff.shape[axis]:
+            # A mask declared over past + sequence (decoders with past): an output's sequence is its last part.
+            if not _declared_over_past(config, key) or mask.shape[1] < diff.shape[axis]:
+                continue
+            mask = mask[:, mask.shape[1] - diff.shape[axis] :]
         shape = [1] * diff.ndim
         shape[0], shape[axis] = mask.shape
         keep &= np.broadcast_to(mask.reshape(shape).astype(bool), diff.shape)
@@ -100,7 +120,9 @@ def compare_outputs(
         if name not in exported:
             checks.append(OutputCheck(name, list(ref.shape), None, None, atol, missing=True))
             continue
-        checks.append(_compare_one(name, axes_by_name.get(name, {}), ref, np.asarray(exported[name]), inputs, atol))
+        checks.append(
+            _compare_one(name, axes_by_name.get(name, {}), ref, np.asarray(exported[name]), inputs, atol, config)
+        )
     return checks
 
 

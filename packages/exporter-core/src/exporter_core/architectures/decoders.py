@@ -1,0 +1,335 @@
+"""Decoder-only text models (GPT-2, GPT-Neo, GPT-J, and the decoder half of the BART family) with past key values.
+
+With past, the inputs are ``input_ids``, ``past_key_values.{i}.key|value`` (batch, heads, past_sequence,
+head_dim) and ``attention_mask`` over past + sequence; the outputs add ``present.{i}.key|value`` (batch, heads,
+past_sequence + sequence, head_dim). Transformers 5 models take and return cache objects: `model_kwargs` fills a
+`DynamicCache` from the flat tensors and `select_outputs` flattens the returned cache, so the exported graph and
+the PyTorch reference both see plain tensors.
+
+Decoders pad on the left. Position ids are computed from the attention mask inside the graph, the way
+``model.generate`` computes them (``cumsum(mask) - 1``, 0 on padding), so a left-padded row gives the same
+numbers as the same row unpadded and an exported decoder generates what ``generate`` does. Architectures whose
+forward takes no position ids (the BART family) count positions from the past length, as ``generate`` does for
+them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import numpy as np
+
+from exporter_core import dummy_inputs
+from exporter_core.config import OnnxConfig, OnnxConfigWithPast
+from exporter_core.tasks import feature_to_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig
+
+__all__ = [
+    "BartDecoderOnnxConfig",
+    "CausalLMFromDecoderMixin",
+    "DecoderOnnxConfig",
+    "GPT2OnnxConfig",
+    "GPTJOnnxConfig",
+    "GPTNeoOnnxConfig",
+    "PastScenario",
+    "cache_keyword",
+]
+
+#: Axis names of the with-past inputs and outputs.
+PAST_AXIS = "past_sequence"
+TOTAL_AXIS = "past_sequence + sequence"
+
+_BASE_FEATURES = ("default", "default-with-past", "causal-lm", "causal-lm-with-past")
+
+
+class PastScenario(tuple):
+    """(label, batch size, sequence length, past length, padded): one shape a with-past export is validated at."""
+
+    __slots__ = ()
+
+    def __new__(cls, label: str, batch_size: int, sequence_length: int, past_length: int, padded: bool = True) -> "PastScenario":
+        return super().__new__(cls, (label, batch_size, sequence_length, past_length, padded))
+
+    label = property(lambda self: self[0], doc="What the scenario exercises.")
+    batch_size = property(lambda self: self[1], doc="Rows.")
+    sequence_length = property(lambda self: self[2], doc="New tokens per row.")
+    past_length = property(lambda self: self[3], doc="Cached tokens per row (0: an empty past).")
+    padded = property(lambda self: self[4], doc="Rows of different real lengths, padded on the left.")
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword_for(config_type: type) -> str:
+    import inspect
+
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[config_type]
+    except (KeyError, ValueError):
+        return "past_key_values"
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_keyword(model_config: Any) -> str:
+    """The forward keyword that takes a cache: ``cache`` in recent Transformers 5, ``past_key_values`` before."""
+    return _cache_keyword_for(type(model_config))
+
+
+def _returned_cache(model_output: Any) -> Any:
+    for name in ("cache", "past_key_values"):
+        try:
+            value = model_output[name]
+        except (KeyError, TypeError):
+            continue
+        if value is not None:
+            return value
+    raise KeyError("the model returned no cache; was it called with use_cache=True?")
+
+
+class DecoderOnnxConfig(OnnxConfigWithPast):
+    """Base of decoder-only configs: ``input_ids`` and ``attention_mask``, plus past key values with past."""
+
+    features: ClassVar[tuple[str, ...]] = _BASE_FEATURES
+    padding_side: ClassVar[str] = "left"
+    #: True when the forward takes ``position_ids``: they are then computed from the attention mask.
+    position_ids_from_mask: ClassVar[bool] = True
+    #: Past length of the export dummies is their sequence length plus this (the old exporter's choice).
+    past_length_offset: ClassVar[int] = 2
+
+    # -- sizes --------------------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers, i.e. of past key/value pairs."""
+        return super().num_layers
+
+    @property
+    def num_key_value_heads(self) -> int:
+        """Heads of the cached keys and values (axis 1 of a past tensor)."""
+        return self.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        """Size of one head (axis 3 of a past tensor)."""
+        explicit = getattr(self._config, "head_dim", None)
+        if isinstance(explicit, int):
+            return explicit
+        hidden = None
+        for attribute in ("hidden_size", "n_embd", "d_model"):
+            hidden = getattr(self._config, attribute, None)
+            if isinstance(hidden, int):
+                break
+        if not isinstance(hidden, int):
+            raise AttributeError("the model config names no hidden size; override `head_dim`")
+        return hidden // self.num_attention_heads
+
+    # -- inputs and outputs -------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> Mapping[str, Mapping[int, str]]:
+        common: OrderedDict[str, Mapping[int, str]] = OrderedDict(input_ids={0: "batch", 1: "sequence"})
+        if self.use_past:
+            for i in range(self.num_layers):
+                common[f"past_key_values.{i}.key"] = {0: "batch", 2: PAST_AXIS}
+                common[f"past_key_values.{i}.value"] = {0: "batch", 2: PAST_AXIS}
+            common["attention_mask"] = {0: "batch", 1: TOTAL_AXIS}
+        else:
+            common["attention_mask"] = {0: "batch", 1: "sequence"}
+        return common
+
+    @property
+    def outputs(self) -> Mapping[str, Mapping[int, str]]:
+        common = super().outputs
+        if self.use_past:
+            for i in range(self.num_layers):
+                common[f"present.{i}.key"] = {0: "batch", 2: TOTAL_AXIS}
+                common[f"present.{i}.value"] = {0: "batch", 2: TOTAL_AXIS}
+        return common
+
+    @property
+    def values_override(self) -> Mapping[str, Any] | None:
+        # Without past the model must not build and return a cache (the outputs would grow a tuple).
+        return {"use_cache": self.use_past}
+
+    # -- dummy and reference inputs -------------------------------------------------------------------------
+    def dummy_arrays(
+        self, preprocessor: Any, spec: dummy_inputs.DummySpec, *, past_length: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Text inputs, and with past random key/value tensors and a mask over past + sequence."""
+        tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
+        if not self.use_past:
+            return dummy_inputs.text_arrays(self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer)
+        past = spec.sequence_length + self.past_length_offset if past_length is None else past_length
+        total = past + spec.sequence_length
+        unpadded = dummy_inputs.DummySpec(
+            batch_size=spec.batch_size, sequence_length=spec.sequence_length, padding_side=self.padding_side, seed=spec.seed
+        )
+        arrays = dummy_inputs.text_arrays(self._config, ["input_ids"], spec.batch_size, unpadded, tokenizer)
+        lengths = dummy_inputs.row_lengths(spec.batch_size, total, spec.padded)
+        mask = np.zeros((spec.batch_size, total), dtype=np.int64)
+        for row, length in enumerate(lengths):
+            mask[row, total - length :] = 1
+        pad_id = _pad_token_id(self._config, tokenizer)
+        arrays["input_ids"] = np.where(mask[:, past:] == 1, arrays["input_ids"], pad_id)
+        rng = np.random.default_rng(spec.seed + 1000)
+        shape = (spec.batch_size, self.num_key_value_heads, past, self.head_dim)
+        for i in range(self.num_layers):
+            arrays[f"past_key_values.{i}.key"] = rng.standard_normal(shape).astype(np.float32)
+            arrays[f"past_key_values.{i}.value"] = rng.standard_normal(shape).astype(np.float32)
+        arrays["attention_mask"] = mask
+        return arrays
+
+    def generate_past_inputs(
+        self,
+        preprocessor: Any = None,
+        *,
+        batch_size: int,
+        seq_length: int,
+        past_length: int,
+        padded: bool = True,
+        seed: int = 1,
+        framework: Any = "np",
+    ) -> "OrderedDict[str, Any]":
+        """Inputs at an explicit past length (0 for an empty past), left-padded over past + sequence when `padded`."""
+        if not self.use_past:
+            raise TypeError(f"{type(self).__name__} was built without past; use generate_dummy_inputs")
+        spec = dummy_inputs.DummySpec(
+            batch_size=batch_size, sequence_length=seq_length, padded=padded, padding_side=self.padding_side, seed=seed
+        )
+        arrays = self.dummy_arrays(preprocessor, spec, past_length=past_length)
+        ordered = OrderedDict((name, arrays[name]) for name in self.inputs)
+        if getattr(framework, "value", framework) == "np":
+            return ordered
+        import torch
+
+        return OrderedDict((name, torch.from_numpy(np.ascontiguousarray(value))) for name, value in ordered.items())
+
+    def past_scenarios(self) -> list[PastScenario]:
+        """Shapes every with-past export is validated at, none of them the traced one (batch 2, sequence 8, past 10)."""
+        return [
+            PastScenario("empty past (prompt), left padding", 4, 7, 0),
+            PastScenario("one new token, batch 1", 1, 1, 5, padded=False),
+            PastScenario("padding reaching into the new tokens", 2, 3, 2),
+        ]
+
+    def reference_input_sets(self, preprocessor: Any = None) -> list[tuple[str, "OrderedDict[str, np.ndarray]"]]:
+        """(label, inputs) pairs for validation: the standard reference inputs, then every past scenario."""
+        first = self.generate_reference_inputs(preprocessor, framework="np")
+        label = "batch 3, sequence 9, past 11, left padding" if self.use_past else "batch 3, sequence 9, left padding"
+        sets = [(label, first)]
+        if self.use_past:
+            for scenario in self.past_scenarios():
+                inputs = self.generate_past_inputs(
+                    preprocessor,
+                    batch_size=scenario.batch_size,
+                    seq_length=scenario.sequence_length,
+                    past_length=scenario.past_length,
+                    padded=scenario.padded,
+                )
+                sets.append((scenario.label, inputs))
+        return sets
+
+    # -- how the model is called ----------------------------------------------------------------------------
+    def make_cache(self) -> Any:
+        """An empty `DynamicCache` shaped like the one ``generate`` would build for this model."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self._config)
+        if len(getattr(cache, "layers", ())) not in (0, self.num_layers):
+            cache = DynamicCache()
+        return cache
+
+    def model_kwargs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        kwargs = {name: value for name, value in inputs.items() if not name.startswith("past_key_values.")}
+        kwargs["return_dict"] = True
+        kwargs["use_cache"] = self.use_past
+        if self.use_past:
+            cache = self.make_cache()
+            for i in range(self.num_layers):
+                cache.update(inputs[f"past_key_values.{i}.key"], inputs[f"past_key_values.{i}.value"], i)
+            kwargs[cache_keyword(self._config)] = cache
+        mask = inputs.get("attention_mask")
+        if self.position_ids_from_mask and mask is not None:
+            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+            kwargs["position_ids"] = positions[:, mask.shape[1] - inputs["input_ids"].shape[1] :]
+        return kwargs
+
+    def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
+        task_outputs = [name for name in self.outputs if not name.startswith("present.")]
+        values = []
+        for name in task_outputs:
+            try:
+                values.append(model_output[name])
+            except (KeyError, TypeError) as exc:
+                raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
+        if self.use_past:
+            cache = _returned_cache(model_output)
+            cache = getattr(cache, "self_attention_cache", cache)
+            for i in range(self.num_layers):
+                layer = cache.layers[i]
+                values.extend((layer.keys, layer.values))
+        return tuple(values)
+
+
+def _pad_token_id(model_config: Any, tokenizer: Any) -> int:
+    for source in (tokenizer, model_config):
+        value = getattr(source, "pad_token_id", None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0
+
+
+class GPT2OnnxConfig(DecoderOnnxConfig):
+    """GPT-2."""
+
+    features = _BASE_FEATURES + ("sequence-classification", "token-classification")
+
+
+class GPTNeoOnnxConfig(DecoderOnnxConfig):
+    """GPT-Neo (global and local attention layers; local ones see a window of past tokens)."""
+
+    features = _BASE_FEATURES + ("sequence-classification",)
+
+
+class GPTJOnnxConfig(DecoderOnnxConfig):
+    """GPT-J (rotary position embeddings over the first ``rotary_dim`` channels of each head)."""
+
+    features = _BASE_FEATURES + ("question-answering", "sequence-classification")
+
+
+class BartDecoderOnnxConfig(DecoderOnnxConfig):
+    """The decoder of a BART-family model used alone (``BartForCausalLM`` and its relatives)."""
+
+    features = ("causal-lm", "causal-lm-with-past")
+    position_ids_from_mask = False
+
+    @property
+    def num_layers(self) -> int:
+        value = getattr(self._config, "decoder_layers", None)
+        return value if isinstance(value, int) else super().num_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        value = getattr(self._config, "decoder_attention_heads", None)
+        return value if isinstance(value, int) else super().num_attention_heads
+
+
+class CausalLMFromDecoderMixin:
+    """For encoder-decoder configs: ``causal-lm`` and ``causal-lm-with-past`` are served by a decoder-only config.
+
+    Put it first among the bases of a seq2seq config and set `causal_lm_config`; `for_feature` then returns that
+    config for the causal-lm features (the model is then e.g. ``BartForCausalLM``: a decoder without encoder).
+    """
+
+    #: Decoder-only config used for causal-lm features.
+    causal_lm_config: ClassVar[type[DecoderOnnxConfig]] = BartDecoderOnnxConfig
+
+    @classmethod
+    def for_feature(cls, config: PretrainedConfig, feature: str) -> OnnxConfig:
+        """The decoder-only config for causal-lm features, the class's own otherwise."""
+        if feature_to_task(feature) == "causal-lm" and feature in getattr(cls, "features", ()):
+            return cls.causal_lm_config.for_feature(config, feature)
+        return super().for_feature(config, feature)  # type: ignore[misc]
