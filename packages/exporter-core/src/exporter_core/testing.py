@@ -141,12 +141,14 @@ def build_tiny_checkpoint(
     """
     import torch
 
-    from exporter_core.features import config_class_for
     from exporter_core.loading import model_class_for
+    from exporter_core.plugins import load_architecture
 
     folder = Path(folder)
     config = tiny_model_config(model_type, **(config_overrides or {}))
-    cls = model_class_for(feature, config_class_for(model_type))
+    # Every model type of TINY_CONFIGS can be built, with or without its architecture plugin installed;
+    # a plugin only adds its model-class overrides.
+    cls = model_class_for(feature, load_architecture(model_type))
     torch.manual_seed(seed)
     if hasattr(cls, "from_config"):
         model = cls.from_config(config)
