@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any, Mapping
 
 from exporter_core.backend import Backend, ExportPart, ExportRequest, ExportResult
 from exporter_core.errors import InvalidArgumentError
 
 __all__ = ["TorchScriptBackend", "check_options"]
+
+logger = logging.getLogger("exporter")
 
 #: Options `export` reads from `ExportRequest.options`.
 OPTIONS = ("batch_size", "sequence_length")
@@ -65,36 +68,60 @@ class TorchScriptBackend(Backend):
         return {"batch_size": args.batch_size, "sequence_length": args.sequence_length}
 
     def export(self, request: ExportRequest) -> ExportResult:
+        from exporter_torchscript.reference import PaddedReference, padding_effect
         from exporter_torchscript.runtime import SavedModuleRunner
         from exporter_torchscript.tracing import reference_shapes, save_traced, trace_for_export
 
         options = check_options(request.options)
+        config = request.config
         traced = trace_for_export(
             request.model,
-            request.config,
+            config,
             batch_size=options["batch_size"],
             sequence_length=options["sequence_length"],
             preprocessor=request.preprocessor,
             feature=request.feature,
         )
-        path = request.staging / request.artifact_name
-        files = save_traced(traced.module, traced.metadata, path)
-        runner = SavedModuleRunner(path)
         metadata = traced.metadata
-        parts = []
-        # Validation runs the saved file at the traced shape (rows of several lengths, padded), then with
-        # smaller inputs that the loader pads up to the traced shape.
-        for label, inputs in reference_shapes(request.config, metadata.static_shape, request.preprocessor):
-            parts.append(
-                ExportPart(
-                    name=label,
-                    artifact=request.artifact_name,
-                    config=request.config,
-                    model=request.model,
-                    runner=runner,
-                    input_names=list(metadata.input_names),
-                    output_names=list(metadata.output_names),
-                    reference_inputs=inputs,
-                )
+        # Validation runs the saved file at the traced shape (rows of several lengths, padded), then with smaller
+        # inputs that the loader pads up to the traced shape. Those are compared with the unpadded model, unless
+        # padding by itself changes this model's outputs (then with the model on the same padded inputs).
+        parts_inputs = []
+        for index, (label, inputs) in enumerate(reference_shapes(config, metadata.static_shape, request.preprocessor)):
+            reference_model = request.model
+            if index > 0:
+                effect = padding_effect(request.model, config, inputs, metadata.static_shape, metadata.pad_token_id)
+                changes = effect > config.atol_for_validation
+                metadata.padding_effect = {
+                    "shape": {name: list(value.shape) for name, value in inputs.items()},
+                    "max_abs_diff": effect,
+                    "changes_outputs": changes,
+                }
+                if changes:
+                    logger.warning(
+                        "\t-[!] padding changes %s's outputs at real positions by up to %.2e (not a TorchScript "
+                        "issue: the model mixes positions outside attention); padded calls are validated against "
+                        "the model on the same padded inputs",
+                        type(request.model).__name__,
+                        effect,
+                    )
+                    reference_model = PaddedReference(request.model, config, metadata.static_shape, metadata.pad_token_id)
+                    label += f" (padding changes this model's outputs by up to {effect:.2e}: compared with the model on the same padded inputs)"
+            parts_inputs.append((label, inputs, reference_model))
+        path = request.staging / request.artifact_name
+        files = save_traced(traced.module, metadata, path)
+        runner = SavedModuleRunner(path)
+        parts = [
+            ExportPart(
+                name=label,
+                artifact=request.artifact_name,
+                config=config,
+                model=reference_model,
+                runner=runner,
+                input_names=list(metadata.input_names),
+                output_names=list(metadata.output_names),
+                reference_inputs=inputs,
             )
+            for label, inputs, reference_model in parts_inputs
+        ]
         return ExportResult(artifacts=files, parts=parts, metadata={"files": files, **metadata.to_dict()})

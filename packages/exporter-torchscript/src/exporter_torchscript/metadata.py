@@ -54,6 +54,9 @@ class TraceMetadata:
     generalizes: bool | None = None
     #: One entry per other shape tried: {"shape", "passed", "max_abs_diff", "error"}.
     generalization_checks: list[dict[str, Any]] = field(default_factory=list)
+    #: How much padding a smaller input up to the traced shape changes the eager model's outputs at real
+    #: positions: {"shape", "max_abs_diff", "changes_outputs"}; None when no smaller shape was tried.
+    padding_effect: dict[str, Any] | None = None
     #: Groups of parameter names that shared one tensor in the model and were cloned apart in the trace.
     untied_parameters: list[list[str]] = field(default_factory=list)
     model_type: str | None = None

@@ -24,6 +24,7 @@ import numpy as np
 from exporter_core.errors import ExportError, InvalidArgumentError, ModelNotFoundError
 from exporter_core.padding import InputShapeError, PaddedInputs, pad_inputs
 from exporter_torchscript.metadata import EXTRA_FILE, TraceMetadata, metadata_path
+from exporter_torchscript.tracing import without_jit_deprecation
 
 __all__ = ["SavedModuleRunner", "TracedModel", "load", "read_metadata"]
 
@@ -35,7 +36,8 @@ def _load_with_metadata(path: str | Path, map_location: str | None) -> tuple[Any
     if not path.is_file():
         raise ModelNotFoundError(f"no such file: {path}; pass the .pt file written by `exporter torchscript`")
     extra = {EXTRA_FILE: ""}
-    module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+    with without_jit_deprecation():
+        module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     text = extra[EXTRA_FILE]
     if not text and metadata_path(path).is_file():
         text = metadata_path(path).read_text(encoding="utf-8")

@@ -38,6 +38,7 @@ __all__ = [
     "shared_parameter_groups",
     "trace",
     "trace_for_export",
+    "without_jit_deprecation",
 ]
 
 _POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_positions")
@@ -75,6 +76,14 @@ def _quiet_tracer() -> Iterator[list[str]]:
                     text = str(item.message).splitlines()[0].strip()
                     if text not in collected:
                         collected.append(text)
+
+
+@contextlib.contextmanager
+def without_jit_deprecation() -> Iterator[None]:
+    """Hide torch's notice that ``torch.jit`` is deprecated (TorchScript is this backend's format) for one call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        yield
 
 
 def _max_sequence(model_config: Any) -> int | None:
@@ -267,7 +276,8 @@ def save_traced(module: Any, metadata: TraceMetadata, path: str | Path) -> list[
 
     path = Path(path)
     text = metadata.to_json()
-    torch.jit.save(module, str(path), _extra_files={EXTRA_FILE: text})
+    with without_jit_deprecation():
+        torch.jit.save(module, str(path), _extra_files={EXTRA_FILE: text})
     side = metadata_path(path)
     side.write_text(text, encoding="utf-8")
     return [path.name, side.name]

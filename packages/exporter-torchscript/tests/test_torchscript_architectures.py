@@ -1,0 +1,50 @@
+"""Every encoder architecture traces, saves, reloads in a fresh process and matches PyTorch with padding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import exporter
+from exporter_core.architectures import encoders
+
+ENCODERS = sorted(
+    model_type
+    for model_type, cls in {
+        "albert": encoders.AlbertOnnxConfig,
+        "bert": encoders.BertOnnxConfig,
+        "big_bird": encoders.BigBirdOnnxConfig,
+        "camembert": encoders.CamembertOnnxConfig,
+        "convbert": encoders.ConvBertOnnxConfig,
+        "data2vec-text": encoders.Data2VecTextOnnxConfig,
+        "distilbert": encoders.DistilBertOnnxConfig,
+        "electra": encoders.ElectraOnnxConfig,
+        "flaubert": encoders.FlaubertOnnxConfig,
+        "ibert": encoders.IBertOnnxConfig,
+        "layoutlm": encoders.LayoutLMOnnxConfig,
+        "mobilebert": encoders.MobileBertOnnxConfig,
+        "roberta": encoders.RobertaOnnxConfig,
+        "roformer": encoders.RoFormerOnnxConfig,
+        "squeezebert": encoders.SqueezeBertOnnxConfig,
+        "xlm": encoders.XLMOnnxConfig,
+        "xlm-roberta": encoders.XLMRobertaOnnxConfig,
+        "xlm-roberta-xl": encoders.XLMRobertaXLOnnxConfig,
+    }.items()
+)
+
+
+def test_the_list_covers_every_encoder_config():
+    assert len(ENCODERS) == len(encoders.__all__) == 18
+
+
+@pytest.mark.parametrize("model_type", ENCODERS)
+def test_encoder_default_feature(model_type, checkpoint, tmp_path):
+    folder = checkpoint(model_type, "default", with_tokenizer=False)
+    report = exporter.export(folder, tmp_path, format="torchscript", batch_size=3, sequence_length=12)
+    assert report.passed, report.failures
+    assert [p.reference_inputs["input_ids"] for p in report.parts] == [[3, 12], [1, 8]]
+    assert report.worst_difference <= 1e-5
+    metadata = json.loads((tmp_path / "model.torchscript.json").read_text())
+    assert metadata["static_shape"] == {"batch": 3, "sequence": 12}
+    assert metadata["generalizes"] in (True, False)
