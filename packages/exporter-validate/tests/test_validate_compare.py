@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -356,7 +357,9 @@ def test_nan_where_the_reference_has_a_number_fails(bert_qa: Any, make_runner: A
 def test_nan_and_infinity(qa_config: BertOnnxConfig, reference: list[float], exported: list[float], expected: float) -> None:
     ref = {"start_logits": np.array([reference], dtype=np.float32), "end_logits": np.zeros((1, 2), dtype=np.float32)}
     out = {"start_logits": np.array([exported], dtype=np.float32), "end_logits": np.zeros((1, 2), dtype=np.float32)}
-    start, end = compare_outputs(qa_config, {}, ref, out, ATOL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        start, end = compare_outputs(qa_config, {}, ref, out, ATOL)
     assert start.max_abs_diff == expected
     assert start.passed is (expected == 0.0)
     assert end.passed
