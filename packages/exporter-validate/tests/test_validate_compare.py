@@ -312,17 +312,18 @@ def test_rtol_is_zero_on_a_real_model_output(bert_default: Any, make_runner: Any
         hidden = outputs["last_hidden_state"]
         captured["reference"] = hidden.copy()
         at = np.unravel_index(np.argmax(np.abs(hidden) * _real(inputs, hidden)), hidden.shape)
-        hidden[at] += np.float32(2 * ATOL) * np.sign(hidden[at])
+        hidden[at] += np.float32(1.5 * ATOL) * np.sign(hidden[at])
         captured["exported"] = hidden
         return outputs
 
     report = validate_outputs(
         config, model, make_runner(model, ["last_hidden_state"], perturb), preprocessor=tiny_tokenizer, log=lambda _l: None
     )
+    # |reference| > 1 there, so np.allclose's hidden rtol term (1e-5 * |reference|) covers the difference.
     assert np.abs(captured["reference"]).max() > 1.0
     assert np.allclose(captured["exported"], captured["reference"], atol=ATOL)
     assert not report.passed and report.rtol == 0.0
-    assert report.outputs[0].max_abs_diff == pytest.approx(2 * ATOL, rel=0.1)
+    assert report.outputs[0].max_abs_diff == pytest.approx(1.5 * ATOL, rel=0.1)
 
 
 # -- NaN and infinity ----------------------------------------------------------------------------------------------
