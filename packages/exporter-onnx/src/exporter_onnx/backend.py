@@ -40,7 +40,13 @@ class OnnxBackend(Backend):
         return {"opset": args.opset, "engine": args.engine}
 
     def export(self, request: ExportRequest) -> ExportResult:
+        from exporter_onnx.seq2seq import export_seq2seq, is_seq2seq
+
+        if is_seq2seq(request.config):
+            # Encoder-decoders: with past, encoder / decoder / decoder-with-past files; without, one model.onnx.
+            return export_seq2seq(request)
         from exporter_onnx.convert import export_onnx
+        from exporter_onnx.decoders import has_past_scenarios, validation_parts
         from exporter_onnx.runtime import OnnxRuntimeRunner
 
         path = request.staging / request.artifact_name
@@ -61,4 +67,23 @@ class OnnxBackend(Backend):
             input_names=info.input_names,
             output_names=info.output_names,
         )
-        return ExportResult(artifacts=info.files, parts=[part], metadata=info.metadata())
+        parts = [part]
+        if has_past_scenarios(request.config):
+            # One part per input set: other batch sizes and past lengths, an empty past included.
+            parts = validation_parts(part, request.preprocessor)
+        return ExportResult(artifacts=info.files, parts=parts, metadata=info.metadata())
+
+    def run_checks(self, request: ExportRequest, result: ExportResult) -> list[dict[str, Any]]:
+        """Generation parity for ``causal-lm-with-past``: greedy decoding with the file equals ``model.generate``."""
+        checks: list[dict[str, Any]] = []
+        if request.feature == "seq2seq-lm-with-past":
+            from exporter_onnx.seq2seq import generation_parity
+
+            checks.append(generation_parity(request.model, request.config, request.staging, request.preprocessor))
+        if request.feature == "causal-lm-with-past":
+            from exporter_onnx.generation import causal_lm_parity_check
+
+            checks.append(
+                causal_lm_parity_check(request.model, request.config, result.parts[0].runner, request.preprocessor)
+            )
+        return checks
