@@ -76,7 +76,7 @@ def test_a_file_where_a_folder_is_expected(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux procfs, where nobody can create folders")
-def test_a_folder_nobody_can_create(tmp_path: Path) -> None:
+def test_a_folder_nobody_can_create() -> None:
     with pytest.raises(OutputNotWritableError, match="choose a writable path"):
         ensure_writable_folder(Path("/proc/exporter-test-output"))
 
