@@ -21,7 +21,8 @@ def test_old_command_line_prints_old_log(tmp_path):
     assert "\t-[✓] ONNX model output names match reference model ({'logits'})" in lines
     assert '\t- Validating ONNX Model output "logits":' in lines
     assert "\t\t-[✓] (3, 2) matches (3, 2)" in lines
-    assert any(line.startswith("\t\t-[✓] all values close (atol: 1e-05") for line in lines)
+    assert "\t\t-[✓] all values close (atol: 1e-05)" in lines  # the old line, word for word
+    assert any(line.startswith("\t\t    max abs diff ") for line in lines)
     assert lines[-1] == f"All good, model saved at: {out / 'model.onnx'}"
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
     onnx.checker.check_model(str(out / "model.onnx"))
