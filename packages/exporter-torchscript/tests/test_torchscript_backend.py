@@ -253,3 +253,32 @@ def test_loader_errors_are_user_errors(bert_export, tmp_path):
         model(pixel_values=torch.zeros(1))
     with pytest.raises(UserError, match="no such file"):
         load(tmp_path / "missing.pt")
+
+
+def test_fresh_process_runner_reports_a_broken_file_and_survives_a_dead_worker(bert_export, tmp_path):
+    from exporter_core.errors import ExportError
+    from exporter_torchscript import runtime
+
+    _, out, _ = bert_export
+    broken = tmp_path / "model.pt"
+    broken.write_bytes(b"not a TorchScript archive")
+    inputs = {name: value.numpy() for name, value in _text(1, 4).items()}
+    with pytest.raises(ExportError, match="failed in a fresh process"):
+        SavedModuleRunner(broken)(inputs)
+    runner = SavedModuleRunner(out / "model.pt")
+    first = runner(inputs)
+    worker = runtime._shared_loader._process
+    assert worker is not None
+    worker.kill()
+    worker.wait()
+    again = runner(inputs)  # a new worker is started
+    assert runner.last_call["pid"] != worker.pid
+    np.testing.assert_array_equal(first["last_hidden_state"], again["last_hidden_state"])
+
+
+def test_with_past_features_are_refused(checkpoint, tmp_path):
+    from exporter_core.errors import UnsupportedFeatureError
+
+    with pytest.raises(UnsupportedFeatureError, match="does not export 'causal-lm-with-past'"):
+        exporter.export(checkpoint("gpt2", "causal-lm"), tmp_path, format="torchscript", feature="causal-lm-with-past")
+    assert not any(tmp_path.iterdir())

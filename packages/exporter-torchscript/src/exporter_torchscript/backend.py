@@ -7,7 +7,7 @@ import logging
 from typing import Any, Mapping
 
 from exporter_core.backend import Backend, ExportPart, ExportRequest, ExportResult
-from exporter_core.errors import InvalidArgumentError
+from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError
 
 __all__ = ["TorchScriptBackend", "check_options"]
 
@@ -74,6 +74,11 @@ class TorchScriptBackend(Backend):
 
         options = check_options(request.options)
         config = request.config
+        if getattr(config, "use_past", False):
+            raise UnsupportedFeatureError(
+                f"the torchscript backend does not export {request.feature!r}: a trace fixes the past length and a "
+                "cache cannot be padded like text; export the feature without -with-past, or use the onnx backend"
+            )
         traced = trace_for_export(
             request.model,
             config,

@@ -145,6 +145,8 @@ class _LoaderProcess:
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[str] | None = None
+        # The worker's stderr goes to a file: a pipe nobody reads could fill up and stall it.
+        self._stderr: IO[bytes] | None = None
         self._lock = threading.Lock()
 
     def _start(self) -> subprocess.Popen[str]:
@@ -152,14 +154,28 @@ class _LoaderProcess:
         # The worker sees the packages this process sees, whatever path tricks started it.
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join(paths)
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = tempfile.TemporaryFile()
         return subprocess.Popen(
             [sys.executable, "-P", "-m", "exporter_torchscript.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
             env=env,
         )
+
+    def _last_words(self, process: subprocess.Popen[str]) -> str:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -174,7 +190,7 @@ class _LoaderProcess:
             except (BrokenPipeError, OSError):
                 line = ""
             if not line:
-                stderr = _drain(process.stderr, process)
+                stderr = self._last_words(process)
                 self._process = None
                 raise ExportError(f"the TorchScript loader process died; its last words: {stderr.strip()[-2000:] or 'none'}")
             return json.loads(line)
@@ -190,19 +206,11 @@ class _LoaderProcess:
             except (OSError, subprocess.TimeoutExpired):
                 process.kill()
                 process.wait()
-        if process is not None:
-            for stream in (process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()
-
-
-def _drain(stream: IO[str] | None, process: subprocess.Popen[str]) -> str:
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    return stream.read() if stream is not None else ""
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
 
 _shared_loader = _LoaderProcess()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "TracedExport",
+    "check_other_shapes",
     "max_abs_difference",
     "reference_shapes",
     "save_traced",
@@ -147,6 +148,24 @@ def max_abs_difference(
     return worst
 
 
+def check_other_shapes(
+    traced: Any, model: Any, config: OnnxConfig, static_shape: Mapping[str, int], preprocessor: Any = None
+) -> list[dict[str, Any]]:
+    """Call `traced` directly (no padding) at a smaller and a larger shape than `static_shape`; compare with `model`.
+
+    One entry per shape tried: {"shape", "passed", "max_abs_diff", "error"}; "passed" is None when the eager
+    model itself cannot run at that shape.
+    """
+    import torch
+
+    names = list(config.inputs)
+    with prepared_for_export(model, config), torch.no_grad():
+        eager = export_module(model, config, names)
+        return _check_other_shapes(
+            traced, eager, config, preprocessor, static_shape, config.atol_for_validation, _max_sequence(config.model_config)
+        )
+
+
 def _check_other_shapes(
     traced: Any,
     eager: Any,
@@ -156,7 +175,6 @@ def _check_other_shapes(
     atol: float,
     max_sequence: int | None,
 ) -> list[dict[str, Any]]:
-    """Call the trace directly (no padding) at a smaller and a larger shape and compare with the eager model."""
     import torch
 
     batch = static.get("batch", 1)
