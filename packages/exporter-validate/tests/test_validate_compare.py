@@ -62,7 +62,8 @@ def test_exact_artifact_passes_with_the_old_log_lines(bert_default: Any, make_ru
         "\t\t-[✓] (3, 9, 32) matches (3, 9, 32)",
     ]
     assert lines[4].startswith("\t\t-[✓] all values close (atol: 1e-05")
-    assert len(lines) == 5
+    assert lines[4] == "\t\t-[✓] all values close (atol: 1e-05)"  # the old line, word for word
+    assert lines[5].startswith("\t\t    max abs diff ") and len(lines) == 6
     assert lines == report.log_lines()
 
 
@@ -218,7 +219,7 @@ def test_padded_positions_are_excluded_and_reported_apart(bert_default: Any, mak
     assert check.compared == "real positions (attention_mask == 1)"
     assert check.max_abs_diff is not None and check.max_abs_diff <= 1e-6
     assert check.max_abs_diff_excluded == pytest.approx(1.0, abs=1e-5)
-    assert "attention_mask == 1" in lines[4]
+    assert "attention_mask == 1" in lines[5]
 
 
 def test_a_real_position_is_not_excluded(bert_default: Any, make_runner: Any, tiny_tokenizer: Any) -> None:
