@@ -12,6 +12,7 @@ __all__ = [
     "ExportError",
     "ExporterError",
     "InvalidArgumentError",
+    "MissingDependencyError",
     "ModelNotFoundError",
     "OpsetError",
     "OutputNotWritableError",
@@ -70,6 +71,10 @@ class BackendNotInstalledError(UserError):
 
 class BackendUnavailableError(UserError):
     """The backend is installed but a package it needs at run time is missing."""
+
+
+class MissingDependencyError(UserError):
+    """An optional package this request needs (Pillow for image processors, ...) is not installed."""
 
 
 class PluginError(ExporterError):

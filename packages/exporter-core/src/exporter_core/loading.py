@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter_core.errors import (
+    MissingDependencyError,
     ModelNotFoundError,
     UnsupportedFeatureError,
     UnsupportedFrameworkError,
@@ -146,4 +147,12 @@ def load_preprocessor(folder: Path, kind: str = "auto") -> Any | None:
     if not _has_any(folder, files):
         raise ModelNotFoundError(f"{folder} has no {kind.replace('_', ' ')} files; drop --preprocessor {kind} or save one there")
     loader = getattr(transformers, loader_name)
-    return loader.from_pretrained(str(folder), local_files_only=True)
+    try:
+        return loader.from_pretrained(str(folder), local_files_only=True)
+    except ImportError as exc:
+        # Image processors need Pillow, which text-only installs do not pull in.
+        missing = getattr(exc, "name", None) or "a package"
+        raise MissingDependencyError(
+            f"loading the {kind.replace('_', ' ')} of {folder} needs {missing}, which is not installed: "
+            "pip install 'exporter-core[vision]' (or pass --preprocessor for another kind)"
+        ) from None
