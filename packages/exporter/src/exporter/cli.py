@@ -206,11 +206,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f"install it with: pip install {dist}" if dist else "run `exporter backends` to see what is installed"
         print(f"error: unknown command or backend {argv[0]!r}; {hint}", file=sys.stderr)
         return 2
+    # A backend may offer sub-actions (`exporter neuron analyze ...`): `subcommands()` maps each name to a function
+    # that adds the sub-action's arguments to a parser and sets `func`, which then runs like any command.
+    actions = getattr(backend_cls, "subcommands", dict)() if backend_cls is not None else {}
+    if len(argv) > 1 and argv[1] in actions:
+        action_parser = argparse.ArgumentParser(prog=f"exporter {chosen} {argv[1]}")
+        actions[argv[1]](action_parser)
+        action_args = action_parser.parse_args(argv[2:])
+        return run_cli(action_args.func, action_args)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     if backend_cls is not None:
-        options = backend_cls.options_from_arguments(args)
-        return run_cli(lambda a: export_command(chosen, a, options), args)
+        # Options are read inside run_cli so that a backend refusing them gives one error line and exit 2.
+        return run_cli(lambda a: export_command(chosen, a, backend_cls.options_from_arguments(a)), args)
     return run_cli(args.func, args)
