@@ -168,6 +168,27 @@ def _export_torchscript(module: Any, dummy: dict[str, Any], config: OnnxConfig, 
     )
 
 
+def _move_weights_to_external_data(path: Path) -> None:
+    """Rewrite `path` with its weights in ``<name>.data`` beside it.
+
+    The TorchScript-based engine writes external data by itself only past the 2 GiB protobuf limit; below it
+    (a config that asks for external data earlier) the weights are inline, and are moved out here.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data",
+        size_threshold=1024,
+    )
+
+
 def export_onnx(
     model: Any,
     config: OnnxConfig,
@@ -216,6 +237,8 @@ def export_onnx(
                 _export_torchscript(module, dict(dummy), config, opset, path)
             except Exception as exc:
                 raise ExportError(f"the torchscript engine could not export {type(model).__name__}: {exc}") from exc
+            if external:
+                _move_weights_to_external_data(path)
     written = onnx.load(str(path), load_external_data=False)
     written_opset = next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), None)
     if written_opset != opset:
