@@ -21,12 +21,12 @@ def _inputs(rows: int, length: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.ones_like(ids)}
 
 
-def test_right_padding_uses_pad_token_and_zero_mask_then_cuts_outputs_back():
+def test_sequences_get_pad_tokens_and_zero_mask_extra_rows_copy_the_first_then_outputs_are_cut_back():
     padded = pad_inputs(_inputs(1, 3), AXES, {"batch": 2, "sequence": 5}, pad_token_id=7)
     assert padded.padded and padded.original == {"batch": 1, "sequence": 3}
-    np.testing.assert_array_equal(padded.inputs["input_ids"], [[10, 11, 12, 7, 7], [7, 7, 7, 7, 7]])
-    np.testing.assert_array_equal(padded.inputs["attention_mask"], [[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(padded.inputs["token_type_ids"], [[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(padded.inputs["input_ids"], [[10, 11, 12, 7, 7], [10, 11, 12, 7, 7]])
+    np.testing.assert_array_equal(padded.inputs["attention_mask"], [[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(padded.inputs["token_type_ids"], [[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
     hidden = np.arange(2 * 5 * 4).reshape(2, 5, 4)
     pooled = np.arange(2 * 3).reshape(2, 3)
     cut = padded.unpad({"h": hidden, "p": pooled}, {"h": {0: "batch", 1: "sequence"}, "p": {0: "batch"}})
@@ -83,4 +83,5 @@ def test_inconsistent_inputs_and_config_helper(tiny_tokenizer):
     padded = pad_to_static_shape(inputs, config, {"batch": 2, "sequence": 6})
     assert padded.inputs["bbox"].shape == (2, 6, 4) and not padded.inputs["bbox"][:, 3:].any()
     assert (padded.inputs["input_ids"][:, 3:] == 5).all()
+    np.testing.assert_array_equal(padded.inputs["bbox"][1], padded.inputs["bbox"][0])
     assert describe_shape({"batch": 2, "sequence": 6}) == "batch 2 × sequence 6"

@@ -3,9 +3,19 @@
 A TorchScript trace or a Neuron compilation is specialised to its example input's shape. Such an artifact is
 traced at a declared maximum shape, a size per symbolic axis name (``{"batch": 2, "sequence": 128}``, the axis
 names of the architecture config's `inputs`); shorter inputs are padded up to it and the outputs cut back.
-Padding follows the config: input ids take the pad token id, attention masks 0, everything else 0; the sequence
-is padded on the config's `padding_side`. Inputs larger than the static shape are refused with an error naming
-the traced shape (padding cannot shrink them, and a trace would fail with a cryptic size mismatch).
+Inputs larger than the static shape are refused with an error naming the traced shape (padding cannot shrink
+them, and a trace would fail with a cryptic size mismatch).
+
+How the padding is done, and why:
+
+* Sequence axes are extended at the end (``padding_side="right"``), with the pad token id for input ids and 0
+  for attention masks and everything else. Appending keeps every real token at its position, so masked
+  bidirectional attention and causal attention both give the real positions what they gave unpadded, even in
+  models that count positions from the start of the row (BERT, the BART family) rather than from the mask. Rows
+  the caller padded on the left (decoders) stay as they are; only the extension is appended.
+* Extra batch rows are copies of the first row. Their outputs are dropped; copies keep every row well formed
+  for models that fail on a row with no real token (BART's classification head needs an end-of-sequence token
+  in every row).
 
 Works on NumPy arrays and torch tensors alike, and imports neither torch nor transformers.
 """
@@ -129,8 +139,10 @@ def pad_inputs(
 ) -> PaddedInputs:
     """Pad every input's batch and sequence axes up to `static_shape`; other axes must already match it.
 
-    `axes` maps input name -> {axis index: axis name} (an architecture config's `inputs`). Raises
-    `InputShapeError`, naming the static shape, for an input larger than it or a fixed axis of another size.
+    `axes` maps input name -> {axis index: axis name} (an architecture config's `inputs`). Sequences are extended
+    on `padding_side` (keep "right" unless the artifact needs otherwise, see the module notes); extra batch rows
+    copy the first row. Raises `InputShapeError`, naming the static shape, for an input larger than it or a fixed
+    axis of another size.
     """
     if padding_side not in ("left", "right"):
         raise InvalidArgumentError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -157,9 +169,12 @@ def pad_inputs(
     for name, value in inputs.items():
         shape = tuple(int(s) for s in value.shape)
         target = list(shape)
+        batch_axis = None
         for axis, axis_name in axes.get(name, {}).items():
             if axis_name in static:
                 target[axis] = static[axis_name]
+            if axis_name == "batch":
+                batch_axis = axis
         if tuple(target) == shape:
             padded[name] = value
             continue
@@ -171,6 +186,14 @@ def pad_inputs(
             left = padding_side == "left" and axis_name != "batch"
             index.append(slice(target[axis] - size, target[axis]) if left else slice(0, size))
         out[tuple(index)] = value
+        if batch_axis is not None and shape[batch_axis] < target[batch_axis] and shape[batch_axis] > 0:
+            rows = shape[batch_axis]
+            source: list[slice] = [slice(None)] * len(target)
+            source[batch_axis] = slice(0, 1)
+            for row in range(rows, target[batch_axis]):
+                destination: list[slice] = [slice(None)] * len(target)
+                destination[batch_axis] = slice(row, row + 1)
+                out[tuple(destination)] = out[tuple(source)]
         padded[name] = out
     return PaddedInputs(inputs=padded, original=original, static_shape=static, padding_side=padding_side)
 
@@ -180,12 +203,13 @@ def pad_to_static_shape(
     config: OnnxConfig,
     static_shape: Mapping[str, int],
     preprocessor: Any = None,
+    padding_side: str = "right",
 ) -> PaddedInputs:
-    """`pad_inputs` with the axes, pad token and padding side of an architecture config."""
+    """`pad_inputs` with the axes and pad token of an architecture config (and its preprocessor's, if given)."""
     return pad_inputs(
         inputs,
         config.inputs,
         static_shape,
         pad_token_id=pad_token_id_for(config.model_config, preprocessor),
-        padding_side=config.padding_side,
+        padding_side=padding_side,
     )

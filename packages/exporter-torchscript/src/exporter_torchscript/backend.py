@@ -104,9 +104,9 @@ class TorchScriptBackend(Backend):
                 }
                 if changes:
                     logger.warning(
-                        "\t-[!] padding changes %s's outputs at real positions by up to %.2e (not a TorchScript "
-                        "issue: the model mixes positions outside attention); padded calls are validated against "
-                        "the model on the same padded inputs",
+                        "\t-[!] padding changes %s's outputs at real positions by up to %.2e (a property of the "
+                        "model, not of TorchScript); padded calls are validated against the model on the same "
+                        "padded inputs",
                         type(request.model).__name__,
                         effect,
                     )

@@ -49,6 +49,7 @@ class TraceMetadata:
     #: The traced shape per axis name ({"batch": 2, "sequence": 16}): the largest inputs the module accepts.
     static_shape: dict[str, int]
     pad_token_id: int = 0
+    #: Side on which the loader extends shorter sequences ("right": appending keeps real tokens in place).
     padding_side: str = "right"
     #: True when the module, called directly at other shapes, matched the eager model; None if not checked.
     generalizes: bool | None = None

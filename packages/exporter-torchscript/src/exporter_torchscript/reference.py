@@ -42,18 +42,23 @@ class PaddedReference(torch.nn.Module):
         return self.model.config
 
     def forward(self, **kwargs: Any) -> dict[str, Any]:
-        """Pad the named tensor inputs, run the model, cut its outputs back; other keywords pass through."""
+        """Pad the config's named inputs, rebuild the model's keywords from them, run, cut the outputs back.
+
+        The keywords are rebuilt (`model_kwargs`) because some are derived from the inputs (position ids from the
+        attention mask): derived from the unpadded inputs they would no longer fit.
+        """
         axes = self.export_config.inputs
-        tensors = {name: value for name, value in kwargs.items() if name in axes}
-        rest = {name: value for name, value in kwargs.items() if name not in axes}
+        missing = [name for name in axes if name not in kwargs]
+        if missing:
+            raise TypeError(f"PaddedReference needs the config's inputs by name; {missing} were not passed through")
         padded = pad_inputs(
-            tensors,
+            {name: kwargs[name] for name in axes},
             axes,
             self.static_shape,
             pad_token_id=self.pad_token_id,
-            padding_side=self.export_config.padding_side,
+            padding_side="right",
         )
-        output = self.model(**padded.inputs, **rest)
+        output = self.model(**self.export_config.model_kwargs(padded.inputs))
         selected = dict(zip(self.export_config.outputs, self.export_config.select_outputs(output)))
         return padded.unpad(selected, self.export_config.outputs)
 

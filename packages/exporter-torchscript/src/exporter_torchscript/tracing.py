@@ -36,6 +36,7 @@ __all__ = [
     "max_abs_difference",
     "reference_shapes",
     "save_traced",
+    "sequence_size",
     "shared_parameter_groups",
     "trace",
     "trace_for_export",
@@ -85,6 +86,14 @@ def without_jit_deprecation() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
         yield
+
+
+def sequence_size(static_shape: Mapping[str, int]) -> int | None:
+    """The size the config's ``seq_length`` controls: the ``sequence`` axis, else the encoder's (seq2seq)."""
+    for name in ("sequence", "encoder_sequence"):
+        if name in static_shape:
+            return static_shape[name]
+    return None
 
 
 def _max_sequence(model_config: Any) -> int | None:
@@ -178,7 +187,7 @@ def _check_other_shapes(
     import torch
 
     batch = static.get("batch", 1)
-    sequence = static.get("sequence", 8)
+    sequence = sequence_size(static) or 8
     choices = static.get("choice", -1)
     step = max(1, sequence // 4)
     larger_sequence = sequence + step if max_sequence is None else min(sequence + step, max_sequence)
@@ -274,7 +283,7 @@ def trace_for_export(
         output_axes={name: dict(axes) for name, axes in config.outputs.items()},
         static_shape=static,
         pad_token_id=pad_token_id_for(config.model_config, preprocessor),
-        padding_side=config.padding_side,
+        padding_side="right",
         generalizes=all(verdicts) if verdicts else None,
         generalization_checks=checks,
         untied_parameters=shared,
@@ -309,7 +318,7 @@ def reference_shapes(
     Both have rows of several real lengths; the smaller set differs in batch and sequence where it can.
     """
     batch = static_shape.get("batch", -1)
-    sequence = static_shape.get("sequence", -1)
+    sequence = sequence_size(static_shape) or -1
     choices = static_shape.get("choice", -1)
     shapes = [(batch, sequence)]
     smaller = (max(1, batch // 2) if batch > 0 else -1, max(2, (2 * sequence) // 3) if sequence > 0 else -1)
