@@ -166,10 +166,10 @@ _NEUTRAL_SETTINGS: dict[str, Any] = {
     "repetition_penalty": 1.0,
     "encoder_repetition_penalty": 1.0,
     "min_length": 0,
-    "min_new_tokens": 0,
 }
-#: Token-valued settings that cannot be switched off and that the ONNX side does not implement.
-_UNSUPPORTED_SETTINGS = ("begin_suppress_tokens", "sequence_bias", "forced_decoder_ids", "guidance_scale")
+#: Settings that cannot be switched off (``min_new_tokens`` would override ``min_length``, with a warning) and
+#: that the ONNX side does not implement.
+_UNSUPPORTED_SETTINGS = ("min_new_tokens", "begin_suppress_tokens", "sequence_bias", "forced_decoder_ids", "guidance_scale")
 
 
 class GreedySettings:
@@ -212,7 +212,7 @@ class GreedySettings:
         if start is None:
             start = pad
         banned = list(_as_ids(getattr(source, "suppress_tokens", None)))
-        unsupported = [name for name in _UNSUPPORTED_SETTINGS if getattr(source, name, None) not in (None, [], 1.0)]
+        unsupported = [name for name in _UNSUPPORTED_SETTINGS if getattr(source, name, None) not in (None, [], 0, 1.0)]
         for words in getattr(source, "bad_words_ids", None) or []:
             if len(words) == 1:
                 banned.append(int(words[0]))
