@@ -23,6 +23,7 @@ import numpy as np
 
 from exporter_core import dummy_inputs
 from exporter_core.config import OnnxConfig, OnnxConfigWithPast
+from exporter_core.errors import UnsupportedFeatureError
 from exporter_core.tasks import feature_to_task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,6 +101,15 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
     position_ids_from_mask: ClassVar[bool] = True
     #: Past length of the export dummies is their sequence length plus this (the old exporter's choice).
     past_length_offset: ClassVar[int] = 2
+
+    def __init__(self, config: PretrainedConfig, task: str = "default", patching_specs: Any = None, use_past: bool = False) -> None:
+        super().__init__(config, task=task, patching_specs=patching_specs, use_past=use_past)
+        if task == "sequence-classification" and getattr(config, "pad_token_id", None) is None:
+            raise UnsupportedFeatureError(
+                f"{config.model_type} sequence-classification pools each row's last token that is not padding, and "
+                "the model config sets no pad_token_id; set pad_token_id in config.json (for example to the "
+                "tokenizer's pad or eos token id) and export again"
+            )
 
     # -- sizes --------------------------------------------------------------------------------------------
     @property
