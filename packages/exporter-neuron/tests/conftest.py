@@ -24,6 +24,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "neuron: needs AWS's Neuron SDK (torch-neuron or torch-neuronx) and a Neuron device; skipped elsewhere"
     )
+    # One compiled export (a module-scoped fixture) serves several tests of a file; with xdist's default "load"
+    # scheduling they would land on both workers and each would compile and validate it again. Keep a file's
+    # tests on one worker instead (an explicit --dist choice is left alone).
+    if getattr(config.option, "dist", None) == "load":
+        config.option.dist = "loadfile"
 
 
 def aws_sdk_targets() -> list[str]:

@@ -70,8 +70,9 @@ def test_backends_lists_neuron_as_installed_but_not_usable(no_sdk, cli):
     assert INSTALL_X in line
 
 
-def test_every_neuron_command_exits_2_naming_the_package_and_writes_nothing(no_sdk, cli, checkpoint, tmp_path):
-    folder = checkpoint("bert", "default")
+def test_every_neuron_command_exits_2_naming_the_package_and_writes_nothing(no_sdk, cli, tmp_path):
+    # The SDK is checked before anything else: not even the (absent) checkpoint is looked at.
+    folder = tmp_path / "checkpoint-never-read"
     out = tmp_path / "out"
     for argv in (
         ("neuron", "--model", folder, "--sequence-length", 16, out),
@@ -90,7 +91,7 @@ def test_every_neuron_command_exits_2_naming_the_package_and_writes_nothing(no_s
     assert not out.exists()
 
 
-def test_the_chosen_targets_sdk_is_the_one_checked(no_sdk, cli, checkpoint, tmp_path, monkeypatch):
+def test_the_chosen_targets_sdk_is_the_one_checked(no_sdk, cli, tmp_path, monkeypatch):
     _fake_aws_distribution(tmp_path / "site", "torch-neuronx", "2.5.0", ["numpy"])
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     installed = find_sdk(SDKS[1])
@@ -100,7 +101,7 @@ def test_the_chosen_targets_sdk_is_the_one_checked(no_sdk, cli, checkpoint, tmp_
     assert NeuronBackend.unavailable_reason("inf2") is None
     assert INSTALL_1 in NeuronBackend.unavailable_reason("inf1")
     out = tmp_path / "out"
-    result = cli("neuron", "--model", checkpoint("bert", "default"), "--target", "inf1", out)
+    result = cli("neuron", "--model", tmp_path / "checkpoint-never-read", "--target", "inf1", out)
     assert result.returncode == 2 and "cannot compile for inf1" in result.stderr and INSTALL_1 in result.stderr
     assert not out.exists()
 

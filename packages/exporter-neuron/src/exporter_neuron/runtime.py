@@ -5,19 +5,21 @@ the Neuron operators ``torch.jit.load`` needs), loads the module, switches dynam
 torch-neuronx modules compiled with it, and returns exporter-torchscript's `TracedModel`: inputs by position or
 name, smaller ones padded up to the compiled shape, larger ones refused with an error naming that shape.
 
-`CompiledModuleRunner` is the validation runner: each call loads the file from disk in a new Python process
-(``python -m exporter_neuron.worker``) that compiled nothing and never imports Transformers.
+`CompiledModuleRunner` is the validation runner: each call loads the file from disk in a separate Python process
+(``python -m exporter_neuron.worker``, started once) that compiled nothing and never imports Transformers.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 import numpy as np
 
@@ -68,46 +70,102 @@ def load(path: str | Path) -> TracedModel:
     return load_with_metadata(path)[0]
 
 
-class CompiledModuleRunner:
-    """Validation runner: named NumPy inputs in, named NumPy outputs out, the file loaded in a fresh process."""
+class _LoaderProcess:
+    """One ``python -m exporter_neuron.worker`` process answering load-and-run requests, started on first use."""
 
-    def __init__(self, path: str | Path, timeout: float = 900.0) -> None:
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[str] | None = None
+        # The worker's stderr goes to a file: a pipe nobody reads could fill up and stall it.
+        self._stderr: IO[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen[str]:
+        env = dict(os.environ)
+        # The worker sees the packages this process sees, whatever path tricks started it.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = tempfile.TemporaryFile()
+        return subprocess.Popen(
+            [sys.executable, "-P", "-m", "exporter_neuron.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+        )
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its answer; a dead worker raises `ExportError` with its stderr."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start()
+            process = self._process
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(json.dumps(message) + "\n")
+                process.stdin.flush()
+                line = process.stdout.readline()
+            except (BrokenPipeError, OSError):
+                line = ""
+            if line:
+                return json.loads(line)
+            self._process = None
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            words = ""
+            if self._stderr is not None:
+                self._stderr.seek(0)
+                words = self._stderr.read().decode("utf-8", "replace").strip()[-2000:]
+            raise ExportError(f"the Neuron loader process died; its last words: {words or 'none'}")
+
+    def close(self) -> None:
+        """Stop the worker (it exits when its stdin closes)."""
+        with self._lock:
+            process, self._process = self._process, None
+            if process is not None:
+                try:
+                    assert process.stdin is not None
+                    process.stdin.close()
+                    process.wait(timeout=10)
+                except (OSError, subprocess.TimeoutExpired):
+                    process.kill()
+                    process.wait()
+                if process.stdout is not None:
+                    process.stdout.close()
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
+
+
+_shared_loader = _LoaderProcess()
+atexit.register(_shared_loader.close)
+
+
+class CompiledModuleRunner:
+    """Validation runner: named NumPy inputs in, named NumPy outputs out, the file loaded in a fresh process.
+
+    Each call loads the file from disk again (SDK import, ``torch.jit.load``, shape contract) in a worker process
+    that compiled nothing and has not imported Transformers; the worker starts on first use and is shared by the
+    runners of this process.
+    """
+
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.timeout = timeout
         #: Facts the worker reported on its last call (pid, whether Transformers was imported there, SDK).
         self.last_call: dict[str, Any] = {}
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with tempfile.TemporaryDirectory(prefix="exporter-neuron-") as folder:
-            files = {name: str(Path(folder) / name) for name in ("inputs.npz", "outputs.npz", "answer.json", "request.json")}
-            np.savez(files["inputs.npz"], **{name: np.ascontiguousarray(value) for name, value in inputs.items()})
-            request = {
-                "path": str(self.path.resolve()),
-                "inputs": files["inputs.npz"],
-                "outputs": files["outputs.npz"],
-                "answer": files["answer.json"],
-            }
-            Path(files["request.json"]).write_text(json.dumps(request), encoding="utf-8")
-            env = dict(os.environ)
-            # The worker sees the packages this process sees, whatever path tricks started it.
-            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-            try:
-                done = subprocess.run(
-                    [sys.executable, "-P", "-m", "exporter_neuron.worker", files["request.json"]],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    timeout=self.timeout,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise ExportError(f"loading and running {self.path.name} in a fresh process took over {self.timeout:.0f} s") from exc
-            answer_file = Path(files["answer.json"])
-            if not answer_file.is_file():
-                raise ExportError(
-                    f"the Neuron loader process died (exit status {done.returncode}); its last words: "
-                    f"{done.stderr.strip()[-2000:] or 'none'}"
-                )
-            reply = json.loads(answer_file.read_text(encoding="utf-8"))
+            inputs_file = Path(folder) / "inputs.npz"
+            outputs_file = Path(folder) / "outputs.npz"
+            np.savez(inputs_file, **{name: np.ascontiguousarray(value) for name, value in inputs.items()})
+            reply = _shared_loader.request(
+                {"path": str(self.path.resolve()), "inputs": str(inputs_file), "outputs": str(outputs_file)}
+            )
             if not reply.get("ok"):
                 kind = _KNOWN_ERRORS.get(str(reply.get("error_type")))
                 message = str(reply.get("message", "unknown error"))
@@ -115,5 +173,5 @@ class CompiledModuleRunner:
                     raise kind(message)
                 raise ExportError(f"the compiled module failed in a fresh process: {reply.get('error_type')}: {message}")
             self.last_call = {k: v for k, v in reply.items() if k not in ("ok", "output_names")}
-            with np.load(files["outputs.npz"]) as data:
+            with np.load(outputs_file) as data:
                 return {name: np.array(data[name]) for name in reply["output_names"]}

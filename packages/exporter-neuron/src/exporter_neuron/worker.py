@@ -1,8 +1,10 @@
-"""The fresh process behind `CompiledModuleRunner`: ``python -m exporter_neuron.worker REQUEST.json``.
+"""The fresh process behind `CompiledModuleRunner`: ``python -m exporter_neuron.worker``.
 
-The request names the module file, an ``.npz`` of inputs, where to write the outputs (``.npz``) and the answer
-(JSON). The module is loaded from disk with `exporter_neuron.runtime.load` (SDK import, ``torch.jit.load``, the
-shape contract) and run once. Anything printed goes to stderr; failures are answered, not raised.
+Reads one JSON request per line on stdin ({"path", "inputs", "outputs"}: the module file and two ``.npz`` files),
+loads the module from disk with `exporter_neuron.runtime.load_with_metadata` (SDK import, ``torch.jit.load``,
+the shape contract), runs it and writes the outputs; answers one JSON line per request on the original stdout.
+Anything else printed (by torch or the SDK) goes to stderr so that it cannot corrupt the answers. Exits when
+stdin closes.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any
 
-__all__ = ["handle", "main"]
+__all__ = ["handle", "main", "serve"]
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
@@ -40,18 +41,26 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Answer the request file named on the command line; the exit status is 0 whenever an answer was written."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    request = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+def serve(requests: IO[str], answers: IO[str]) -> None:
+    """Answer requests until `requests` ends; a failure is answered, not raised."""
+    for line in requests:
+        if not line.strip():
+            continue
+        try:
+            answer = handle(json.loads(line))
+        except Exception as exc:  # every failure goes back to the parent, which raises it there
+            answer = {"ok": False, "error_type": type(exc).__name__, "message": str(exc)}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+
+
+def main() -> None:
+    """Serve on stdin/stdout, with fd 1 pointed at stderr so stray output stays out of the protocol."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    try:
-        answer = handle(request)
-    except Exception as exc:  # every failure goes back to the parent, which raises it there
-        answer = {"ok": False, "error_type": type(exc).__name__, "message": str(exc)}
-    Path(request["answer"]).write_text(json.dumps(answer), encoding="utf-8")
-    return 0
+    serve(sys.stdin, answers)
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a process
-    sys.exit(main())
+    main()
