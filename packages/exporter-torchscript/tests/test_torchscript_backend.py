@@ -127,6 +127,8 @@ def test_cli_exports_and_logs_both_validations(checkpoint, tmp_path, capsys):
     assert code == 0, err
     lines = err.splitlines()
     assert lines.count("Validating TorchScript model...") == 2
+    assert lines[0] == "Running model.pt in a fresh process: traced shape (batch 2 × sequence 12)"
+    assert "Running model.pt in a fresh process: smaller inputs (batch 1 × sequence 8) padded to the traced shape" in lines
     assert "\t\t-[✓] (2, 2) matches (2, 2)" in lines and "\t\t-[✓] (1, 2) matches (1, 2)" in lines
     assert lines[-1] == f"All good, model saved at: {out / 'model.pt'}"
     assert json.loads((out / "model.torchscript.json").read_text())["static_shape"] == {"batch": 2, "sequence": 12}
@@ -282,3 +284,16 @@ def test_with_past_features_are_refused(checkpoint, tmp_path):
     with pytest.raises(UnsupportedFeatureError, match="does not export 'causal-lm-with-past'"):
         exporter.export(checkpoint("gpt2", "causal-lm"), tmp_path, format="torchscript", feature="causal-lm-with-past")
     assert not any(tmp_path.iterdir())
+
+
+def test_facade_module_names_the_package_when_the_backend_is_missing():
+    script = (
+        "import sys\n"
+        "sys.modules['exporter_torchscript'] = None\n"
+        "try:\n"
+        "    import exporter.torchscript\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "exporter.torchscript needs the TorchScript backend: pip install exporter-torchscript"

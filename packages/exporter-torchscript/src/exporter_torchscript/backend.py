@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from exporter_core.backend import Backend, ExportPart, ExportRequest, ExportResult
 from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError
@@ -122,7 +122,7 @@ class TorchScriptBackend(Backend):
                 artifact=request.artifact_name,
                 config=config,
                 model=reference_model,
-                runner=runner,
+                runner=_Announced(runner, f"Running {request.artifact_name} in a fresh process: {label}"),
                 input_names=list(metadata.input_names),
                 output_names=list(metadata.output_names),
                 reference_inputs=inputs,
@@ -130,3 +130,15 @@ class TorchScriptBackend(Backend):
             for label, inputs, reference_model in parts_inputs
         ]
         return ExportResult(artifacts=files, parts=parts, metadata={"files": files, **metadata.to_dict()})
+
+
+class _Announced:
+    """A runner that logs which validation it serves before running (the pipeline logs parts alike)."""
+
+    def __init__(self, runner: Callable[[Mapping[str, Any]], dict[str, Any]], line: str) -> None:
+        self.runner = runner
+        self.line = line
+
+    def __call__(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        logger.info(self.line)
+        return self.runner(inputs)
