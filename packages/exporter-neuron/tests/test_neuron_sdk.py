@@ -143,3 +143,15 @@ def test_help_of_export_and_analyze(cli):
     assert caught.value.code == 0
     with pytest.raises(SystemExit):
         cli("neuron", "--help")
+
+
+def test_features_with_a_cache_are_refused_before_the_sdk_is_needed():
+    from exporter_core.errors import InvalidArgumentError
+    from exporter_core.features import config_class_for
+    from exporter_core.testing import tiny_model_config
+    from exporter_neuron.compiling import compile_for_neuron
+    from exporter_neuron.options import check_options
+
+    config = config_class_for("gpt2").for_feature(tiny_model_config("gpt2"), "causal-lm-with-past")
+    with pytest.raises(InvalidArgumentError, match="export feature 'causal-lm' instead of 'causal-lm-with-past'"):
+        compile_for_neuron(None, config, check_options({}), feature="causal-lm-with-past")
