@@ -35,6 +35,7 @@ class NeuronBackend(Backend):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """``--target``, the static shape, dynamic batching, casting and compiler options."""
         parser.epilog = (
             "Compiles OUTPUT/model_neuron.pt for one static shape. To see which operators run on Neuron and which "
             "fall back to CPU first: exporter neuron analyze --model M [--target T] (see --help there). The SDK "
@@ -71,6 +72,7 @@ class NeuronBackend(Backend):
 
     @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """The options `export` reads, checked, after checking the chosen target's SDK (raises `UserError`)."""
         options = {
             "target": args.target,
             "batch_size": args.batch_size,
@@ -86,6 +88,7 @@ class NeuronBackend(Backend):
         return options
 
     def export(self, request: ExportRequest) -> ExportResult:
+        """Compile at the static shape, save with metadata, and describe the validation runs (compiled shape, padded, batch)."""
         from exporter_core.padding import describe_shape
         from exporter_neuron.compiling import compile_for_neuron, example_inputs, save_compiled
         from exporter_neuron.runtime import CompiledModuleRunner

@@ -132,7 +132,8 @@ def compile_for_neuron(
         except Exception as exc:
             raise ExportError(
                 f"{function} could not compile {type(model).__name__} for {options.target} at {describe_shape(static)}: "
-                f"{first_line(exc)}"
+                f"{first_line(exc)}; `exporter neuron analyze --target {options.target}` lists the operators the "
+                "compiler does not support"
             ) from exc
         if options.dynamic_batch and options.uses_neuronx:
             compiled = sdk_module.dynamic_batch(compiled)
