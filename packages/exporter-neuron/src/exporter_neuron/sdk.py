@@ -128,7 +128,7 @@ def _providers(module: str) -> list[str]:
     for dist in metadata.distributions(path=site_dirs):
         top_level = (dist.read_text("top_level.txt") or "").split()
         record = "\n" + (dist.read_text("RECORD") or "")
-        if module in top_level or f"\n{module}/" in record:
+        if module in top_level or f"\n{module}/" in record or f"\n{module}.py," in record:
             found.add(str(dist.metadata["Name"]))
     return sorted(found)
 
