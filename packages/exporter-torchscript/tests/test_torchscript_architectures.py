@@ -1,4 +1,4 @@
-"""Every encoder architecture traces, saves, reloads in a fresh process and matches PyTorch with padding."""
+"""Every encoder architecture (and a decoder, an encoder-decoder, a vision model) traces, saves, reloads in a fresh process and matches PyTorch with padding."""
 
 from __future__ import annotations
 
@@ -51,3 +51,27 @@ def test_encoder_default_feature(model_type, checkpoint, tmp_path):
     # Padding leaves real positions alone, except in ConvBERT, whose convolutions read the padding tokens
     # (then the padded call is validated against PyTorch on the same padded inputs).
     assert metadata["padding_effect"]["changes_outputs"] is (model_type == "convbert")
+
+
+@pytest.mark.parametrize(
+    ("model_type", "feature", "static_shape"),
+    [
+        ("gpt2", "causal-lm", {"batch": 2, "sequence": 8}),
+        ("bart", "seq2seq-lm", {"batch": 2, "encoder_sequence": 8, "decoder_sequence": 5}),
+        ("vit", "image-classification", {"batch": 2, "num_channels": 3, "height": 30, "width": 30}),
+    ],
+)
+def test_decoder_encoder_decoder_and_vision_models(model_type, feature, static_shape, tmp_path, tmp_path_factory):
+    from exporter_core.testing import build_tiny_checkpoint
+
+    vision = model_type == "vit"
+    folder = build_tiny_checkpoint(
+        model_type, feature, tmp_path_factory.mktemp(model_type), with_tokenizer=not vision, with_image_processor=vision
+    )
+    report = exporter.export(folder, tmp_path, format="torchscript", feature=feature)
+    assert report.passed, report.failures
+    metadata = report.metadata
+    assert metadata["static_shape"] == static_shape
+    assert metadata["generalizes"] is True and metadata["padding_effect"]["changes_outputs"] is False
+    if model_type == "gpt2":  # left-padded rows, extended on the right; the LM head is tied to the embeddings
+        assert ["transformer.wte.weight", "lm_head.weight"] in metadata["untied_parameters"]

@@ -95,7 +95,9 @@ class TorchScriptBackend(Backend):
         for index, (label, inputs) in enumerate(reference_shapes(config, metadata.static_shape, request.preprocessor)):
             reference_model = request.model
             if index > 0:
-                effect = padding_effect(request.model, config, inputs, metadata.static_shape, metadata.pad_token_id)
+                effect = padding_effect(
+                    request.model, config, inputs, metadata.static_shape, metadata.pad_token_id, metadata.padding_side
+                )
                 changes = effect > config.atol_for_validation
                 metadata.padding_effect = {
                     "shape": {name: list(value.shape) for name, value in inputs.items()},
@@ -110,7 +112,9 @@ class TorchScriptBackend(Backend):
                         type(request.model).__name__,
                         effect,
                     )
-                    reference_model = PaddedReference(request.model, config, metadata.static_shape, metadata.pad_token_id)
+                    reference_model = PaddedReference(
+                        request.model, config, metadata.static_shape, metadata.pad_token_id, metadata.padding_side
+                    )
                     label += f" (padding changes this model's outputs by up to {effect:.2e}: compared with the model on the same padded inputs)"
             parts_inputs.append((label, inputs, reference_model))
         path = request.staging / request.artifact_name

@@ -28,12 +28,21 @@ __all__ = ["PaddedReference", "padding_effect"]
 class PaddedReference(torch.nn.Module):
     """The eager model called on inputs padded to a static shape, its outputs cut back to the caller's sizes."""
 
-    def __init__(self, model: torch.nn.Module, config: OnnxConfig, static_shape: Mapping[str, int], pad_token_id: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: OnnxConfig,
+        static_shape: Mapping[str, int],
+        pad_token_id: int,
+        padding_side: str = "right",
+    ) -> None:
         super().__init__()
         self.model = model
         self.export_config = config
         self.static_shape = dict(static_shape)
         self.pad_token_id = pad_token_id
+        #: Must be the side the artifact's loader pads on (the metadata's ``padding_side``).
+        self.padding_side = padding_side
         self.training = model.training
 
     @property
@@ -56,7 +65,7 @@ class PaddedReference(torch.nn.Module):
             axes,
             self.static_shape,
             pad_token_id=self.pad_token_id,
-            padding_side="right",
+            padding_side=self.padding_side,
         )
         output = self.model(**self.export_config.model_kwargs(padded.inputs))
         selected = dict(zip(self.export_config.outputs, self.export_config.select_outputs(output)))
@@ -64,12 +73,18 @@ class PaddedReference(torch.nn.Module):
 
 
 def padding_effect(
-    model: torch.nn.Module, config: OnnxConfig, inputs: Mapping[str, Any], static_shape: Mapping[str, int], pad_token_id: int
+    model: torch.nn.Module,
+    config: OnnxConfig,
+    inputs: Mapping[str, Any],
+    static_shape: Mapping[str, int],
+    pad_token_id: int,
+    padding_side: str = "right",
 ) -> float:
     """Largest change padding `inputs` up to `static_shape` makes to the eager model's outputs at real positions."""
     tensors = {name: torch.as_tensor(value) for name, value in inputs.items()}
     names = list(tensors)
+    reference = PaddedReference(model, config, static_shape, pad_token_id, padding_side)
     with prepared_for_export(model, config), torch.no_grad():
         plain = export_module(model, config, names)(**tensors)
-        padded = export_module(PaddedReference(model, config, static_shape, pad_token_id), config, names)(**tensors)
+        padded = export_module(reference, config, names)(**tensors)
     return max_abs_difference(plain, padded, config.outputs, tensors)
