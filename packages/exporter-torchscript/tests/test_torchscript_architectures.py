@@ -1,4 +1,5 @@
-"""Every encoder architecture (and a decoder, an encoder-decoder, a vision model) traces, saves, reloads in a fresh process and matches PyTorch with padding."""
+"""Every encoder architecture, and a decoder, an encoder-decoder and a vision model, traces, saves, reloads in a
+fresh process and matches PyTorch with padding."""
 
 from __future__ import annotations
 
