@@ -74,6 +74,8 @@ class ValidationReport:
     model: str | None = None
     feature: str | None = None
     artifact: str | None = None
+    #: Which part of the export this is ("model", "encoder", "padded smaller inputs", ...).
+    part: str | None = None
 
     @property
     def names_match(self) -> bool:
@@ -160,6 +162,7 @@ class ValidationReport:
             "model": self.model,
             "feature": self.feature,
             "artifact": self.artifact,
+            "part": self.part,
             "passed": self.passed,
             "atol": self.atol,
             "rtol": self.rtol,
@@ -204,7 +207,8 @@ class ExportReport:
         """Every failing item of every part, then failing checks."""
         messages = []
         for part in self.parts:
-            prefix = f"{part.artifact}: " if part.artifact and len(self.parts) > 1 else ""
+            label = " ".join(x for x in (part.artifact, f"[{part.part}]" if part.part else None) if x)
+            prefix = f"{label}: " if label and len(self.parts) > 1 else ""
             messages.extend(prefix + m for m in part.failures)
         messages.extend(f"{c.get('name', 'check')}: {c.get('detail', 'failed')}" for c in self.checks if not c.get("passed"))
         return messages

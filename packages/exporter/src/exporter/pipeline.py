@@ -114,6 +114,7 @@ def run_export(
                 log=emit,
             )
             report.artifact = part.artifact
+            report.part = part.name
             report.feature = feature
             report.model = str(model)
             parts.append(report)
