@@ -6,11 +6,14 @@ A failed validation (`ValidationError`) exits 1. Anything else escaping a comman
 
 from __future__ import annotations
 
+from typing import Mapping
+
 __all__ = [
     "BackendNotInstalledError",
     "BackendUnavailableError",
     "ExportError",
     "ExporterError",
+    "InputShapeError",
     "InvalidArgumentError",
     "MissingDependencyError",
     "ModelNotFoundError",
@@ -39,6 +42,14 @@ class UserError(ExporterError):
 
 class InvalidArgumentError(UserError, ValueError):
     """An argument value is out of range or malformed."""
+
+
+class InputShapeError(InvalidArgumentError):
+    """An input does not fit the static shape an artifact was traced at; the message names that shape."""
+
+    def __init__(self, message: str, static_shape: Mapping[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.static_shape = dict(static_shape or {})
 
 
 class ModelNotFoundError(UserError):

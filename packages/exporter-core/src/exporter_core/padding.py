@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from exporter_core.errors import InvalidArgumentError
+from exporter_core.errors import InputShapeError, InvalidArgumentError
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.config import OnnxConfig
@@ -46,12 +46,6 @@ __all__ = [
 TOKEN_ID_INPUTS = ("input_ids", "decoder_input_ids")
 
 
-class InputShapeError(InvalidArgumentError):
-    """An input does not fit the static shape an artifact was traced at; the message names that shape."""
-
-    def __init__(self, message: str, static_shape: Mapping[str, int] | None = None) -> None:
-        super().__init__(message)
-        self.static_shape = dict(static_shape or {})
 
 
 def describe_shape(static_shape: Mapping[str, int]) -> str:
