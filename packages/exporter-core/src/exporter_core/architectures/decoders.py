@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
 
 import numpy as np
 
 from exporter_core import dummy_inputs
-from exporter_core.config import OnnxConfig, OnnxConfigWithPast
+from exporter_core.config import OnnxConfig, OnnxConfigWithPast, PatchingSpec
 from exporter_core.errors import UnsupportedFeatureError
 from exporter_core.tasks import feature_to_task
 
@@ -36,7 +36,9 @@ __all__ = [
     "GPT2OnnxConfig",
     "GPTJOnnxConfig",
     "GPTNeoOnnxConfig",
+    "PAST_AXIS",
     "PastScenario",
+    "TOTAL_AXIS",
     "cache_keyword",
 ]
 
@@ -47,19 +49,18 @@ TOTAL_AXIS = "past_sequence + sequence"
 _BASE_FEATURES = ("default", "default-with-past", "causal-lm", "causal-lm-with-past")
 
 
-class PastScenario(tuple):
-    """(label, batch size, sequence length, past length, padded): one shape a with-past export is validated at."""
+class PastScenario(NamedTuple):
+    """One shape a with-past export is validated at."""
 
-    __slots__ = ()
-
-    def __new__(cls, label: str, batch_size: int, sequence_length: int, past_length: int, padded: bool = True) -> "PastScenario":
-        return super().__new__(cls, (label, batch_size, sequence_length, past_length, padded))
-
-    label = property(lambda self: self[0], doc="What the scenario exercises.")
-    batch_size = property(lambda self: self[1], doc="Rows.")
-    sequence_length = property(lambda self: self[2], doc="New tokens per row.")
-    past_length = property(lambda self: self[3], doc="Cached tokens per row (0: an empty past).")
-    padded = property(lambda self: self[4], doc="Rows of different real lengths, padded on the left.")
+    #: What the scenario exercises.
+    label: str
+    batch_size: int
+    #: New tokens per row.
+    sequence_length: int
+    #: Cached tokens per row (0: an empty past).
+    past_length: int
+    #: Rows of different real lengths, padded on the left over past + sequence.
+    padded: bool = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,7 +103,13 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
     #: Past length of the export dummies is their sequence length plus this (the old exporter's choice).
     past_length_offset: ClassVar[int] = 2
 
-    def __init__(self, config: PretrainedConfig, task: str = "default", patching_specs: Any = None, use_past: bool = False) -> None:
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        task: str = "default",
+        patching_specs: list[PatchingSpec] | None = None,
+        use_past: bool = False,
+    ) -> None:
         super().__init__(config, task=task, patching_specs=patching_specs, use_past=use_past)
         if task == "sequence-classification" and getattr(config, "pad_token_id", None) is None:
             raise UnsupportedFeatureError(
@@ -112,11 +119,6 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
             )
 
     # -- sizes --------------------------------------------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        """Number of decoder layers, i.e. of past key/value pairs."""
-        return super().num_layers
-
     @property
     def num_key_value_heads(self) -> int:
         """Heads of the cached keys and values (axis 1 of a past tensor)."""
