@@ -12,14 +12,9 @@ name, smaller ones padded up to the compiled shape, larger ones refused with an 
 from __future__ import annotations
 
 import atexit
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -29,7 +24,7 @@ from exporter_neuron.metadata import NeuronMetadata, read_metadata
 from exporter_neuron.sdk import import_sdk, require_sdk
 from exporter_torchscript.metadata import EXTRA_FILE as CONTRACT_FILE
 from exporter_torchscript.metadata import TraceMetadata
-from exporter_torchscript.runtime import TracedModel
+from exporter_torchscript.runtime import LoaderProcess, TracedModel
 from exporter_torchscript.tracing import without_jit_deprecation
 
 __all__ = ["CompiledModuleRunner", "load", "load_with_metadata"]
@@ -70,78 +65,7 @@ def load(path: str | Path) -> TracedModel:
     return load_with_metadata(path)[0]
 
 
-class _LoaderProcess:
-    """One ``python -m exporter_neuron.worker`` process answering load-and-run requests, started on first use."""
-
-    def __init__(self) -> None:
-        self._process: subprocess.Popen[str] | None = None
-        # The worker's stderr goes to a file: a pipe nobody reads could fill up and stall it.
-        self._stderr: IO[bytes] | None = None
-        self._lock = threading.Lock()
-
-    def _start(self) -> subprocess.Popen[str]:
-        env = dict(os.environ)
-        # The worker sees the packages this process sees, whatever path tricks started it.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-        if self._stderr is not None:
-            self._stderr.close()
-        self._stderr = tempfile.TemporaryFile()
-        return subprocess.Popen(
-            [sys.executable, "-P", "-m", "exporter_neuron.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=env,
-        )
-
-    def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and wait for its answer; a dead worker raises `ExportError` with its stderr."""
-        with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._process = self._start()
-            process = self._process
-            assert process.stdin is not None and process.stdout is not None
-            try:
-                process.stdin.write(json.dumps(message) + "\n")
-                process.stdin.flush()
-                line = process.stdout.readline()
-            except (BrokenPipeError, OSError):
-                line = ""
-            if line:
-                return json.loads(line)
-            self._process = None
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            words = ""
-            if self._stderr is not None:
-                self._stderr.seek(0)
-                words = self._stderr.read().decode("utf-8", "replace").strip()[-2000:]
-            raise ExportError(f"the Neuron loader process died; its last words: {words or 'none'}")
-
-    def close(self) -> None:
-        """Stop the worker (it exits when its stdin closes)."""
-        with self._lock:
-            process, self._process = self._process, None
-            if process is not None:
-                try:
-                    assert process.stdin is not None
-                    process.stdin.close()
-                    process.wait(timeout=10)
-                except (OSError, subprocess.TimeoutExpired):
-                    process.kill()
-                    process.wait()
-                if process.stdout is not None:
-                    process.stdout.close()
-            if self._stderr is not None:
-                self._stderr.close()
-                self._stderr = None
-
-
-_shared_loader = _LoaderProcess()
+_shared_loader = LoaderProcess("exporter_neuron.worker", "Neuron")
 atexit.register(_shared_loader.close)
 
 

@@ -26,7 +26,7 @@ from exporter_core.padding import InputShapeError, PaddedInputs, pad_inputs
 from exporter_torchscript.metadata import EXTRA_FILE, TraceMetadata, metadata_path
 from exporter_torchscript.tracing import without_jit_deprecation
 
-__all__ = ["SavedModuleRunner", "TracedModel", "load", "read_metadata"]
+__all__ = ["LoaderProcess", "SavedModuleRunner", "TracedModel", "load", "read_metadata"]
 
 
 def _load_with_metadata(path: str | Path, map_location: str | None) -> tuple[Any, TraceMetadata]:
@@ -140,10 +140,15 @@ _KNOWN_ERRORS: dict[str, type[Exception]] = {
 }
 
 
-class _LoaderProcess:
-    """One worker process (``python -m exporter_torchscript.worker``) answering load-and-run requests."""
+class LoaderProcess:
+    """One worker process (``python -m <worker_module>``) answering load-and-run requests, started on first use.
 
-    def __init__(self) -> None:
+    Requests and answers are JSON lines on its stdin/stdout. The Neuron backend uses it with its own worker.
+    """
+
+    def __init__(self, worker_module: str = "exporter_torchscript.worker", label: str = "TorchScript") -> None:
+        self.worker_module = worker_module
+        self.label = label
         self._process: subprocess.Popen[str] | None = None
         # The worker's stderr goes to a file: a pipe nobody reads could fill up and stall it.
         self._stderr: IO[bytes] | None = None
@@ -158,7 +163,7 @@ class _LoaderProcess:
             self._stderr.close()
         self._stderr = tempfile.TemporaryFile()
         return subprocess.Popen(
-            [sys.executable, "-P", "-m", "exporter_torchscript.worker"],
+            [sys.executable, "-P", "-m", self.worker_module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -178,6 +183,7 @@ class _LoaderProcess:
         return self._stderr.read().decode("utf-8", "replace")
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its answer; a dead worker raises `ExportError` with its stderr."""
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._process = self._start()
@@ -192,10 +198,11 @@ class _LoaderProcess:
             if not line:
                 stderr = self._last_words(process)
                 self._process = None
-                raise ExportError(f"the TorchScript loader process died; its last words: {stderr.strip()[-2000:] or 'none'}")
+                raise ExportError(f"the {self.label} loader process died; its last words: {stderr.strip()[-2000:] or 'none'}")
             return json.loads(line)
 
     def close(self) -> None:
+        """Stop the worker (it exits when its stdin closes)."""
         with self._lock:
             process, self._process = self._process, None
         if process is not None and process.poll() is None:
@@ -213,7 +220,7 @@ class _LoaderProcess:
             self._stderr = None
 
 
-_shared_loader = _LoaderProcess()
+_shared_loader = LoaderProcess()
 atexit.register(_shared_loader.close)
 
 
