@@ -81,10 +81,21 @@ def export_module(model: torch.nn.Module, config: OnnxConfig, input_names: list[
 
 
 
+def _module_tree(model: torch.nn.Module) -> list[tuple[Any, dict[str, Any], dict[str, Any]]]:
+    """Each module's children and its str/bool attributes: what a forward may switch (BigBird replaces its
+    attention modules and their `attention_type` for short inputs), for `prepared_for_export` to put back."""
+    return [
+        (module, dict(module._modules), {k: v for k, v in vars(module).items() if isinstance(v, (str, bool))})
+        for module in model.modules()
+    ]
+
+
 @contextlib.contextmanager
 def prepared_for_export(model: torch.nn.Module, config: OnnxConfig) -> Iterator[torch.nn.Module]:
-    """Eval mode, `values_override` applied to the model config, patching specs on; all restored after."""
+    """Eval mode, `values_override` applied to the model config, patching specs on; all restored after, along
+    with the module tree and the modules' str/bool attributes, which a forward may have switched."""
     was_training = model.training
+    tree = _module_tree(model)
     overrides = dict(config.values_override or {})
     model_config = getattr(model, "config", None)
     saved: dict[str, Any] = {}
@@ -105,6 +116,11 @@ def prepared_for_export(model: torch.nn.Module, config: OnnxConfig) -> Iterator[
                 else:
                     setattr(model_config, key, value)
         model.train(was_training)
+        for module, children, attributes in tree:
+            module._modules.clear()
+            module._modules.update(children)
+            for key, value in attributes.items():
+                object.__setattr__(module, key, value)
 
 
 def untied_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -50,9 +50,10 @@ class RoFormerOnnxConfig(TextEncoderOnnxConfig):
 
 
 class FlaubertOnnxConfig(TextEncoderOnnxConfig):
-    """FlauBERT; Transformers 5 maps no Auto class to its causal-lm head, so the class is named."""
+    """FlauBERT: input_ids, attention_mask (as the old exporter); no Auto class maps its causal-lm head any more."""
 
     model_classes = {"causal-lm": "FlaubertWithLMHeadModel"}
+    input_names = _IDS_AND_MASK
 
 
 class XLMOnnxConfig(TextEncoderOnnxConfig):
@@ -80,7 +81,12 @@ class XLMRobertaXLOnnxConfig(RobertaOnnxConfig):
 
 
 class BigBirdOnnxConfig(RobertaOnnxConfig):
-    """BigBird (exported with full attention at the lengths ONNX runtimes see in practice)."""
+    """BigBird, exported with full attention.
+
+    Block-sparse checkpoints switch to full attention for sequences up to (5 + 2 x num_random_blocks) x block_size
+    tokens (704 for the released ones); traced below that, the file computes full attention at every length, so it
+    matches PyTorch up to that length and differs (exact attention instead of the block-sparse approximation) beyond.
+    """
 
 
 class AlbertOnnxConfig(TextEncoderOnnxConfig):
