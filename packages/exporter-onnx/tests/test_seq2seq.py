@@ -36,12 +36,14 @@ from exporter_core.testing import build_tiny_tokenizer, tiny_model_config
 from exporter_onnx.backend import OnnxBackend
 from exporter_onnx.convert import export, export_onnx
 from exporter_onnx.runtime import OnnxRuntimeRunner
+from exporter_onnx.generation import GreedySettings
 from exporter_onnx.seq2seq import (
     DECODER_FILE,
     DECODER_WITH_PAST_FILE,
     ENCODER_FILE,
-    GreedySettings,
     Seq2SeqOnnxGenerator,
+    banned_token_ids,
+    decoder_start_token_id,
     generation_parity,
 )
 from exporter_validate.compare import validate_outputs
@@ -212,14 +214,15 @@ def _check_padding_and_other_model(model: Any, config: Any, preprocessor: Any, f
     """A right-padded row generates what it generates alone; the parity check fails for another model."""
     import torch
 
-    settings = GreedySettings.from_model(model)
+    settings = GreedySettings.from_model(model, max_new_tokens=8)
+    options = {"decoder_start_token_id": decoder_start_token_id(model), "banned_token_ids": banned_token_ids(model)[0]}
     generator = Seq2SeqOnnxGenerator.from_folder(folder)
     inputs = config.encoder_config().generate_reference_inputs(preprocessor, batch_size=2, seq_length=9)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     real = int(mask[1].sum())
     assert 0 < real < ids.shape[1] and mask[0].all()
-    together = generator.generate(ids, mask, settings, max_new_tokens=8)
-    alone = generator.generate(ids[1:, :real], None, settings, max_new_tokens=8)
+    together = generator.generate(ids, mask, settings=settings, **options)
+    alone = generator.generate(ids[1:, :real], None, settings=settings, **options)
     assert np.array_equal(together[1], alone[0])
 
     torch.manual_seed(123)
@@ -377,3 +380,38 @@ def test_old_export_call_writes_the_single_graph(tmp_path: Path) -> None:
     assert inputs == list(config.inputs) and outputs == list(config.outputs)
     report = validate_outputs(config, model, OnnxRuntimeRunner(tmp_path / "model.onnx"), log=lambda _: None)
     assert report.passed, "\n".join(report.log_lines())
+
+
+def test_generator_feeds_presents_back_and_applies_token_rules() -> None:
+    """Fake graphs: the decoder with past gets every present back as past; banned, end, pad and forced tokens."""
+    vocab, batch = 6, 2
+    fed: list[set[str]] = []
+
+    def encoder(inputs: Any) -> dict[str, np.ndarray]:
+        return {"last_hidden_state": np.zeros(inputs["input_ids"].shape + (4,), dtype=np.float32)}
+
+    def logits(preferred: list[list[int]]) -> np.ndarray:
+        scores = np.zeros((batch, 1, vocab), dtype=np.float32)
+        for row, tokens in enumerate(preferred):
+            for rank, token in enumerate(tokens):
+                scores[row, 0, token] = 10.0 - rank
+        return scores
+
+    def decoder(inputs: Any) -> dict[str, np.ndarray]:
+        assert inputs["input_ids"].tolist() == [[0], [0]] and "encoder_hidden_states" in inputs
+        present = np.zeros((batch, 2, 1, 3), dtype=np.float32)
+        return {"logits": logits([[5, 4], [5, 4]]), "present.0.decoder.key": present, "present.0.encoder.key": present}
+
+    def decoder_with_past(inputs: Any) -> dict[str, np.ndarray]:
+        fed.append({name for name in inputs if name.startswith("past_key_values.")})
+        length = inputs["past_key_values.0.decoder.key"].shape[2]
+        present = np.zeros((batch, 2, length + 1, 3), dtype=np.float32)
+        return {"logits": logits([[2, 0], [5, 0]]), "present.0.decoder.key": present}
+
+    settings = GreedySettings(max_new_tokens=4, eos_token_ids=(2,), pad_token_id=1, forced_eos_token_ids=(3,))
+    tokens = Seq2SeqOnnxGenerator(encoder, decoder, decoder_with_past).generate(
+        np.ones((batch, 3), dtype=np.int64), None, settings=settings, decoder_start_token_id=0, banned_token_ids=(5,)
+    )
+    # 5 is banned (4 wins, then 0); row 0 ends with eos 2 and is padded with 1; the last token is forced to 3.
+    assert tokens.tolist() == [[0, 4, 2, 1, 1], [0, 4, 0, 0, 3]]
+    assert fed == [{"past_key_values.0.decoder.key", "past_key_values.0.encoder.key"}] * 3

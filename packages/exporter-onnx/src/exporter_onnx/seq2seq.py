@@ -7,9 +7,9 @@ is returned as an `ExportPart` validated at batch 3 with padding; the decoders a
 batch sizes, decoder lengths and past lengths (an empty past included), so an export that is only right at
 its traced shape fails. Features without past write one ``model.onnx`` as the old exporter did.
 
-`Seq2SeqOnnxGenerator` runs greedy decoding over the three files with ONNX Runtime; `generation_parity`
-compares it with ``model.generate`` token for token (the check ``exporter onnx --feature
-seq2seq-lm-with-past`` runs).
+`Seq2SeqOnnxGenerator` runs greedy decoding over the three files with ONNX Runtime (token choice shared with
+the decoder-only runner: `exporter_onnx.generation.greedy_loop`); `generation_parity` compares it with
+``model.generate`` token for token (the check ``exporter onnx --feature seq2seq-lm-with-past`` runs).
 """
 
 from __future__ import annotations
@@ -24,14 +24,16 @@ from exporter_core.backend import ExportPart, ExportRequest, ExportResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.architectures.seq2seq import Seq2SeqDecoderOnnxConfig, Seq2SeqOnnxConfig
+    from exporter_onnx.generation import GreedySettings
 
 __all__ = [
     "DECODER_FILE",
     "DECODER_WITH_PAST_FILE",
     "ENCODER_FILE",
-    "GreedySettings",
     "Seq2SeqOnnxGenerator",
     "attention_for_export",
+    "banned_token_ids",
+    "decoder_start_token_id",
     "export_seq2seq",
     "generation_parity",
     "is_seq2seq",
@@ -156,123 +158,35 @@ def export_seq2seq(request: ExportRequest) -> ExportResult:
 
 
 # -- generation ---------------------------------------------------------------------------------------------
-#: Processors ``generate`` would take from a checkpoint's generation config that greedy parity switches off
-#: explicitly (``generate`` fills every setting left at None from the model's generation config).
-_NEUTRAL_SETTINGS: dict[str, Any] = {
-    "do_sample": False,
-    "num_beams": 1,
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "repetition_penalty": 1.0,
-    "encoder_repetition_penalty": 1.0,
-    "min_length": 0,
-}
-#: Settings that cannot be switched off (``min_new_tokens`` would override ``min_length``, with a warning) and
-#: that the ONNX side does not implement.
-_UNSUPPORTED_SETTINGS = ("min_new_tokens", "begin_suppress_tokens", "sequence_bias", "forced_decoder_ids", "guidance_scale")
+def decoder_start_token_id(model: Any) -> int:
+    """The token ``generate`` starts every decoded sequence with (generation config, then model config)."""
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "decoder_start_token_id", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    pad = getattr(model.config, "pad_token_id", None)
+    return pad if isinstance(pad, int) else 0
 
 
-class GreedySettings:
-    """What greedy decoding of an encoder-decoder needs: start / end / pad ids and the token-valued processors.
+def banned_token_ids(model: Any) -> tuple[tuple[int, ...], list[str]]:
+    """(tokens ``generate`` never picks for `model`, settings it applies that `Seq2SeqOnnxGenerator` cannot).
 
-    Token-valued processors of a generation config (a forced first or last token, banned tokens) cannot be
-    switched off when calling ``generate``, so the ONNX side applies them too; numeric ones (n-gram blocking,
-    repetition penalties, minimum lengths) are switched off on the PyTorch side (`generation_config`).
+    ``suppress_tokens`` and one-token ``bad_words_ids`` (Marian bans its pad token so) are banned on the ONNX side
+    too; ``generate`` fills them from the model's generation config whatever the caller passes.
     """
-
-    def __init__(
-        self,
-        decoder_start_token_id: int,
-        eos_token_ids: Sequence[int] = (),
-        pad_token_id: int = 0,
-        forced_bos_token_id: int | None = None,
-        forced_eos_token_ids: Sequence[int] = (),
-        banned_token_ids: Sequence[int] = (),
-        unsupported: Sequence[str] = (),
-    ) -> None:
-        self.decoder_start_token_id = int(decoder_start_token_id)
-        self.eos_token_ids = tuple(int(v) for v in eos_token_ids)
-        self.pad_token_id = int(pad_token_id)
-        self.forced_bos_token_id = forced_bos_token_id
-        self.forced_eos_token_ids = tuple(int(v) for v in forced_eos_token_ids)
-        self.banned_token_ids = tuple(int(v) for v in banned_token_ids)
-        #: Settings of the model's generation config the ONNX side cannot reproduce (parity is then unlikely).
-        self.unsupported = tuple(unsupported)
-
-    @classmethod
-    def from_model(cls, model: Any) -> "GreedySettings":
-        """The settings ``generate`` would use for `model` (its generation config, else its config)."""
-        from exporter_onnx.generation import plain_greedy_settings
-
-        eos, pad = plain_greedy_settings(model)
-        source = getattr(model, "generation_config", None) or model.config
-        start = getattr(source, "decoder_start_token_id", None)
-        if start is None:
-            start = getattr(model.config, "decoder_start_token_id", None)
-        if start is None:
-            start = pad
-        banned = list(_as_ids(getattr(source, "suppress_tokens", None)))
-        unsupported = [name for name in _UNSUPPORTED_SETTINGS if getattr(source, name, None) not in (None, [], 0, 1.0)]
-        for words in getattr(source, "bad_words_ids", None) or []:
-            if len(words) == 1:
-                banned.append(int(words[0]))
-            elif "bad_words_ids" not in unsupported:
-                unsupported.append("bad_words_ids")
-        return cls(
-            decoder_start_token_id=start,
-            eos_token_ids=eos,
-            pad_token_id=pad,
-            forced_bos_token_id=getattr(source, "forced_bos_token_id", None),
-            forced_eos_token_ids=_as_ids(getattr(source, "forced_eos_token_id", None)),
-            banned_token_ids=banned,
-            unsupported=unsupported,
-        )
-
-    def generation_config(self, max_new_tokens: int) -> Any:
-        """A `GenerationConfig` making ``model.generate`` do exactly this greedy decoding."""
-        from transformers import GenerationConfig
-
-        return GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            decoder_start_token_id=self.decoder_start_token_id,
-            eos_token_id=list(self.eos_token_ids) or None,
-            pad_token_id=self.pad_token_id,
-            **_NEUTRAL_SETTINGS,
-        )
-
-    def process(self, scores: np.ndarray, length: int, max_length: int) -> np.ndarray:
-        """Scores after the token-valued processors, for choosing token number `length` (the start token is 1)."""
-        scores = np.array(scores, dtype=np.float32)
-        if self.banned_token_ids:
-            scores[:, list(self.banned_token_ids)] = -np.inf
-        forced: list[int] = []
-        if length == 1 and self.forced_bos_token_id is not None:
-            forced = [self.forced_bos_token_id]
-        elif length == max_length - 1 and self.forced_eos_token_ids:
-            forced = list(self.forced_eos_token_ids)
-        if forced:
-            scores[:] = -np.inf
-            scores[:, forced] = 0.0
-        return scores
-
-    def describe(self) -> str:
-        """One line naming the settings."""
-        parts = [f"start {self.decoder_start_token_id}", f"eos {list(self.eos_token_ids)}", f"pad {self.pad_token_id}"]
-        if self.forced_bos_token_id is not None:
-            parts.append(f"forced bos {self.forced_bos_token_id}")
-        if self.forced_eos_token_ids:
-            parts.append(f"forced eos {list(self.forced_eos_token_ids)}")
-        if self.banned_token_ids:
-            parts.append(f"banned {list(self.banned_token_ids)}")
-        return ", ".join(parts)
+    generation = getattr(model, "generation_config", None)
+    banned = [int(v) for v in getattr(generation, "suppress_tokens", None) or []]
+    unsupported = [name for name in _UNSUPPORTED_SETTINGS if getattr(generation, name, None) not in (None, [], 1.0)]
+    for words in getattr(generation, "bad_words_ids", None) or []:
+        if len(words) == 1:
+            banned.append(int(words[0]))
+        elif "bad_words_ids" not in unsupported:
+            unsupported.append("bad_words_ids")
+    return tuple(banned), unsupported
 
 
-def _as_ids(value: int | Sequence[int] | None) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, int):
-        return (value,)
-    return tuple(int(v) for v in value)
+#: Generation settings ``generate`` always applies when the checkpoint sets them and the runner does not implement.
+_UNSUPPORTED_SETTINGS = ("begin_suppress_tokens", "sequence_bias", "forced_decoder_ids", "guidance_scale")
 
 
 class Seq2SeqOnnxGenerator:
@@ -280,6 +194,7 @@ class Seq2SeqOnnxGenerator:
 
     The encoder runs once; the decoder takes the start token and returns every present tensor; the decoder with
     past then takes one token at a time, with the decoder's growing keys and values and the encoder's fixed ones.
+    Token choice (end of sequence, padding, forced tokens) is `exporter_onnx.generation.greedy_loop`'s.
     """
 
     def __init__(self, encoder: Runner, decoder: Runner, decoder_with_past: Runner) -> None:
@@ -297,31 +212,38 @@ class Seq2SeqOnnxGenerator:
         return cls(*(OnnxRuntimeRunner(folder / name, providers=providers) for name in names))
 
     def generate(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray | None, settings: GreedySettings, *, max_new_tokens: int
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None,
+        *,
+        settings: GreedySettings,
+        decoder_start_token_id: int,
+        banned_token_ids: Sequence[int] = (),
     ) -> np.ndarray:
-        """Decoder token ids (batch, 1 + up to `max_new_tokens`): the start token, then greedy choices."""
+        """Decoder token ids (batch, 1 + up to ``settings.max_new_tokens``): the start token, then greedy choices."""
         from exporter_onnx.generation import greedy_loop
 
         input_ids = np.asarray(input_ids, dtype=np.int64)
         mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
+        banned = list(banned_token_ids)
+
+        def scores_of(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+            scores = np.array(outputs["logits"][:, -1, :], dtype=np.float32)
+            if banned:
+                scores[:, banned] = -np.inf
+            return scores
+
         hidden = self.encoder({"input_ids": input_ids, "attention_mask": mask})["last_hidden_state"]
-        start = np.full((input_ids.shape[0], 1), settings.decoder_start_token_id, dtype=np.int64)
+        start = np.full((input_ids.shape[0], 1), decoder_start_token_id, dtype=np.int64)
         outputs = self.decoder({"input_ids": start, "encoder_attention_mask": mask, "encoder_hidden_states": hidden})
         past = {_past_name(name): value for name, value in outputs.items() if name.startswith("present.")}
-        max_length = 1 + max_new_tokens
-        state = {"length": 1}
 
         def step(tokens: np.ndarray) -> np.ndarray:
-            feed = {"input_ids": tokens, "encoder_attention_mask": mask, **past}
-            result = self.decoder_with_past(feed)
+            result = self.decoder_with_past({"input_ids": tokens, "encoder_attention_mask": mask, **past})
             past.update({_past_name(name): value for name, value in result.items() if name.startswith("present.")})
-            state["length"] += 1
-            return settings.process(result["logits"][:, -1, :], state["length"], max_length)
+            return scores_of(result)
 
-        first = settings.process(outputs["logits"][:, -1, :], 1, max_length)
-        new = greedy_loop(
-            first, step, max_new_tokens=max_new_tokens, eos_token_ids=settings.eos_token_ids, pad_token_id=settings.pad_token_id
-        )
+        new = greedy_loop(scores_of(outputs), step, settings, prompt_length=1)
         return np.concatenate([start, new], axis=1)
 
 
@@ -339,40 +261,38 @@ def generation_parity(
     max_new_tokens: int = 16,
     encoder_length: int = 9,
 ) -> dict[str, Any]:
-    """Greedy generation with the exported files against ``model.generate``: a check entry for the report.
+    """Greedy generation with the exported files against ``model.generate(do_sample=False)``, token for token.
 
-    The encoder rows have different real lengths (right padding); both sides use `GreedySettings.from_model`.
+    The encoder rows have different real lengths (right padding). Returns a check for the report:
+    ``{"name": "generation parity", "passed": ..., "detail": ...}`` plus the tokens of both sides.
     """
-    import torch
+    from exporter_onnx.generation import GreedySettings, switched_off_settings, torch_greedy
 
     name = "generation parity"
-    settings = GreedySettings.from_model(model)
+    settings = GreedySettings.from_model(model, max_new_tokens)
+    start = decoder_start_token_id(model)
+    banned, unsupported = banned_token_ids(model)
     encoder_inputs = config.encoder_config().generate_reference_inputs(
         preprocessor, batch_size=batch_size, seq_length=encoder_length, framework="np"
     )
     input_ids, attention_mask = encoder_inputs["input_ids"], encoder_inputs["attention_mask"]
     setting = (
         f"batch {batch_size}, encoder rows of {attention_mask.sum(axis=1).tolist()} real tokens right-padded to "
-        f"{encoder_length}, greedy ({settings.describe()})"
+        f"{encoder_length}, greedy from start token {start}"
     )
-    if settings.unsupported:
-        setting += f"; not reproduced on the ONNX side: {', '.join(settings.unsupported)}"
+    off = switched_off_settings(model)
+    if off:
+        setting += "; not applied on either side: " + ", ".join(f"{k}={v}" for k, v in off.items())
+    if unsupported:
+        setting += "; applied by generate only: " + ", ".join(unsupported)
     try:
         generator = Seq2SeqOnnxGenerator.from_folder(folder)
-        got = generator.generate(input_ids, attention_mask, settings, max_new_tokens=max_new_tokens)
+        got = generator.generate(
+            input_ids, attention_mask, settings=settings, decoder_start_token_id=start, banned_token_ids=banned
+        )
     except Exception as exc:  # a runtime failure is a failed check, reported with its reason
         return {"name": name, "passed": False, "detail": f"ONNX Runtime decoding failed: {type(exc).__name__}: {exc}"}
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            expected = model.generate(
-                input_ids=torch.from_numpy(input_ids),
-                attention_mask=torch.from_numpy(attention_mask),
-                generation_config=settings.generation_config(max_new_tokens),
-            ).numpy()
-    finally:
-        model.train(was_training)
+    expected = torch_greedy(model, input_ids, attention_mask, settings)
     passed = got.shape == expected.shape and bool(np.array_equal(got, expected))
     if passed:
         detail = f"{got.shape[1] - 1} new tokens per row identical to model.generate ({setting})"

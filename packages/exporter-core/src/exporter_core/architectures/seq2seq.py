@@ -603,7 +603,12 @@ class PLBartOnnxConfig(_BartFamilyOnnxConfig):
 
 
 class BigBirdPegasusOnnxConfig(_BartFamilyOnnxConfig):
-    """BigBird-Pegasus (its encoder exported with the attention type the checkpoint sets)."""
+    """BigBird-Pegasus, exported with full attention in the encoder.
+
+    A ``block_sparse`` checkpoint switches itself to ``original_full`` on inputs of at most
+    ``(5 + 2 * num_random_blocks) * block_size`` tokens (704 for the released ones), as the export dummies are;
+    the graph then computes full attention at every length, which block-sparse PyTorch does not do beyond that.
+    """
 
 
 class BlenderbotOnnxConfig(CausalLMFromDecoderMixin, Seq2SeqOnnxConfig):
