@@ -151,7 +151,7 @@ def load_preprocessor(folder: Path, kind: str = "auto") -> Any | None:
         return loader.from_pretrained(str(folder), local_files_only=True)
     except ImportError as exc:
         # Image processors need Pillow, which text-only installs do not pull in.
-        missing = getattr(exc, "name", None) or "a package"
+        missing = getattr(exc, "name", None) or ("Pillow" if kind != "tokenizer" else "a package")
         raise MissingDependencyError(
             f"loading the {kind.replace('_', ' ')} of {folder} needs {missing}, which is not installed: "
             "pip install 'exporter-core[vision]' (or pass --preprocessor for another kind)"
