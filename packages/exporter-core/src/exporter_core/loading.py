@@ -146,9 +146,9 @@ def load_preprocessor(folder: Path, kind: str = "auto") -> Any | None:
     loader_name, files = loaders[kind]
     if not _has_any(folder, files):
         raise ModelNotFoundError(f"{folder} has no {kind.replace('_', ' ')} files; drop --preprocessor {kind} or save one there")
-    loader = getattr(transformers, loader_name)
     try:
-        return loader.from_pretrained(str(folder), local_files_only=True)
+        # Without Pillow, Transformers may refuse at the class lookup or at from_pretrained.
+        return getattr(transformers, loader_name).from_pretrained(str(folder), local_files_only=True)
     except ImportError as exc:
         # Image processors need Pillow, which text-only installs do not pull in.
         missing = getattr(exc, "name", None) or ("Pillow" if kind != "tokenizer" else "a package")
