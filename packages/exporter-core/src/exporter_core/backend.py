@@ -97,6 +97,11 @@ class Backend(abc.ABC):
         """Add the backend's own command-line options to its subcommand."""
 
     @classmethod
+    def subcommands(cls) -> "dict[str, Callable[[argparse.ArgumentParser], None]]":
+        """Sub-actions (``exporter <backend> <name> ...``): name -> function adding its arguments and ``func``."""
+        return {}
+
+    @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
         """Backend options from parsed arguments (the keys `export` reads from `request.options`)."""
         return {}

@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # A backend may offer sub-actions (`exporter neuron analyze ...`): `subcommands()` maps each name to a function
     # that adds the sub-action's arguments to a parser and sets `func`, which then runs like any command.
-    actions = getattr(backend_cls, "subcommands", dict)() if backend_cls is not None else {}
+    actions = backend_cls.subcommands() if backend_cls is not None else {}
     if len(argv) > 1 and argv[1] in actions:
         action_parser = argparse.ArgumentParser(prog=f"exporter {chosen} {argv[1]}")
         actions[argv[1]](action_parser)
