@@ -285,3 +285,19 @@ def test_reference_rows_differ_more_than_the_tolerance(bert: _Bert) -> None:
     inputs = config.generate_reference_inputs(bert.tokenizer, framework="np")
     hidden = reference_outputs(bert.model, config, inputs)["last_hidden_state"]
     assert float(np.abs(hidden[0] - hidden[1]).max()) > 1e4 * config.atol_for_validation
+
+
+def test_dynamo_files_carry_no_stack_traces_or_local_paths(bert: _Bert, tmp_path: Path) -> None:
+    """The dynamo engine annotates nodes with Python stack traces (absolute paths of the exporting machine)."""
+    import onnx
+
+    from exporter_onnx.convert import _DEBUG_NODE_METADATA, export_onnx
+
+    info = export_onnx(bert.model, bert.config(), tmp_path / "model.onnx", opset=18)
+    assert info.engine == "dynamo"
+    written = onnx.load(str(info.path))
+    keys = {p.key for node in written.graph.node for p in node.metadata_props}
+    assert not keys & set(_DEBUG_NODE_METADATA)
+    raw = info.path.read_bytes()
+    for local in {str(Path(__file__).resolve().parents[3]), str(Path(onnx.__file__).parents[1])}:
+        assert local.encode() not in raw

@@ -131,6 +131,19 @@ def _count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+#: Node metadata the dynamo engine records for debugging: Python stack traces with this machine's absolute
+#: paths and FX node dumps (in a tiny BERT, more bytes than its weights). Not shipped in exported files.
+_DEBUG_NODE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
+def _strip_debug_metadata(program: Any) -> None:
+    import onnx_ir as ir
+
+    for node in ir.traversal.RecursiveGraphIterator(program.model.graph):
+        for key in _DEBUG_NODE_METADATA:
+            node.metadata_props.pop(key, None)
+
+
 def _capture_dynamo(module: Any, dummy: dict[str, Any], config: OnnxConfig, opset: int, optimize: bool) -> Any:
     import torch
 
@@ -231,6 +244,7 @@ def export_onnx(
                     raise ExportError(f"the dynamo engine failed ({fallback_reason}) and opset {opset} is above the torchscript engine's {TORCHSCRIPT_MAX_OPSET}") from exc
                 chosen = "torchscript"
             else:
+                _strip_debug_metadata(program)
                 program.save(str(path), external_data=external)
         if chosen == "torchscript":
             try:
