@@ -40,6 +40,7 @@ __all__ = [
     "PastScenario",
     "TOTAL_AXIS",
     "cache_keyword",
+    "returned_cache",
 ]
 
 #: Axis names of the with-past inputs and outputs.
@@ -82,7 +83,8 @@ def cache_keyword(model_config: Any) -> str:
     return _cache_keyword_for(type(model_config))
 
 
-def _returned_cache(model_output: Any) -> Any:
+def returned_cache(model_output: Any) -> Any:
+    """The cache a forward returned (under ``cache`` or ``past_key_values``, whichever this Transformers uses)."""
     for name in ("cache", "past_key_values"):
         try:
             value = model_output[name]
@@ -278,7 +280,7 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
             except (KeyError, TypeError) as exc:
                 raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
         if self.use_past:
-            cache = _returned_cache(model_output)
+            cache = returned_cache(model_output)
             cache = getattr(cache, "self_attention_cache", cache)
             for i in range(self.num_layers):
                 layer = cache.layers[i]

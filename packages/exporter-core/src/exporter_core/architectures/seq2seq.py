@@ -27,17 +27,14 @@ graph), so the old ``export()`` call keeps working. Transformers 5 takes and ret
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from exporter_core import dummy_inputs
-from exporter_core.architectures.decoders import CausalLMFromDecoderMixin, cache_keyword
+from exporter_core.architectures.decoders import CausalLMFromDecoderMixin, cache_keyword, returned_cache
 from exporter_core.config import OnnxConfig, OnnxSeq2SeqConfigWithPast
 from exporter_core.tasks import COMMON_OUTPUTS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from transformers import PretrainedConfig
 
 __all__ = [
     "BartOnnxConfig",
@@ -74,17 +71,6 @@ def _decoder_sized(task: str) -> "OrderedDict[str, dict[int, str]]":
             if axis == "sequence":
                 axes[index] = DECODER_AXIS
     return outputs
-
-
-def _returned_cache(model_output: Any) -> Any:
-    for name in ("cache", "past_key_values"):
-        try:
-            value = model_output[name]
-        except (KeyError, TypeError):
-            continue
-        if value is not None:
-            return value
-    raise KeyError("the model returned no cache; was it called with use_cache=True?")
 
 
 class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
@@ -317,7 +303,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
 
     def flatten_cache(self, model_output: Any, *, cross: bool = True) -> list[Any]:
         """The returned cache as ``present`` tensors: per layer decoder key, value, then encoder key, value."""
-        cache = _returned_cache(model_output)
+        cache = returned_cache(model_output)
         values = []
         for i in range(self.num_decoder_layers):
             layer = cache.self_attention_cache.layers[i]
