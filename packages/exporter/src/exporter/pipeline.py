@@ -125,7 +125,8 @@ def run_export(
             feature=feature,
             parts=parts,
             model=str(model),
-            output=str(destination / artifact),
+            # An export that writes several files (encoder/decoder) and no file of the default name is "in" its folder.
+            output=str(destination / artifact) if artifact in result.artifacts else str(destination),
             checks=checks,
             metadata=result.metadata,
         )
