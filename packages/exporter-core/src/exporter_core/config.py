@@ -68,6 +68,10 @@ class OnnxConfig:
     model_classes: ClassVar[Mapping[str, str]] = {}
     #: Side on which validation inputs are padded.
     padding_side: ClassVar[str] = "right"
+    #: Keyword arguments of ``AutoConfig.for_model(model_type, ...)`` giving a tiny random-weight model of this
+    #: architecture that runs; the test kit (`exporter_core.testing`) builds every test checkpoint from it, and
+    #: its guard fails for an installed architecture that leaves it empty.
+    tiny_config: ClassVar[Mapping[str, Any]] = {}
 
     _tasks_to_common_outputs = COMMON_OUTPUTS
 

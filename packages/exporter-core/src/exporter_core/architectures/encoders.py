@@ -37,16 +37,27 @@ _NO_CAUSAL_LM = (
 _IDS_AND_MASK = ("input_ids", "attention_mask")
 
 
+#: Tiny sizes shared by the BERT-like encoders (the classic test sizes; vocabulary 99).
+_TINY_TEXT = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "intermediate_size": 37, "max_position_embeddings": 64}
+
+
 class BertOnnxConfig(TextEncoderOnnxConfig):
     """BERT: input_ids, attention_mask, token_type_ids."""
+
+    tiny_config = dict(_TINY_TEXT)
 
 
 class ElectraOnnxConfig(TextEncoderOnnxConfig):
     """ELECTRA."""
 
+    tiny_config = {**_TINY_TEXT, "embedding_size": 16}
+
 
 class RoFormerOnnxConfig(TextEncoderOnnxConfig):
     """RoFormer (rotary position embeddings)."""
+
+    tiny_config = {**_TINY_TEXT, "embedding_size": 32}
 
 
 class FlaubertOnnxConfig(TextEncoderOnnxConfig):
@@ -55,11 +66,15 @@ class FlaubertOnnxConfig(TextEncoderOnnxConfig):
     model_classes = {"causal-lm": "FlaubertWithLMHeadModel"}
     input_names = _IDS_AND_MASK
 
+    tiny_config = {"vocab_size": 99, "emb_dim": 32, "n_layers": 2, "n_heads": 4, "max_position_embeddings": 64}
+
 
 class XLMOnnxConfig(TextEncoderOnnxConfig):
     """XLM."""
 
     model_classes = {"causal-lm": "XLMWithLMHeadModel"}
+
+    tiny_config = {"vocab_size": 99, "emb_dim": 32, "n_layers": 2, "n_heads": 4, "max_position_embeddings": 64}
 
 
 class RobertaOnnxConfig(TextEncoderOnnxConfig):
@@ -67,17 +82,25 @@ class RobertaOnnxConfig(TextEncoderOnnxConfig):
 
     input_names = _IDS_AND_MASK
 
+    tiny_config = dict(_TINY_TEXT)
+
 
 class CamembertOnnxConfig(RobertaOnnxConfig):
     """CamemBERT."""
+
+    tiny_config = dict(_TINY_TEXT)
 
 
 class XLMRobertaOnnxConfig(RobertaOnnxConfig):
     """XLM-RoBERTa."""
 
+    tiny_config = dict(_TINY_TEXT)
+
 
 class XLMRobertaXLOnnxConfig(RobertaOnnxConfig):
     """XLM-RoBERTa-XL."""
+
+    tiny_config = dict(_TINY_TEXT)
 
 
 class BigBirdOnnxConfig(RobertaOnnxConfig):
@@ -88,11 +111,15 @@ class BigBirdOnnxConfig(RobertaOnnxConfig):
     matches PyTorch up to that length and differs (exact attention instead of the block-sparse approximation) beyond.
     """
 
+    tiny_config = {**_TINY_TEXT, "attention_type": "original_full"}
+
 
 class AlbertOnnxConfig(TextEncoderOnnxConfig):
     """ALBERT."""
 
     features = _NO_CAUSAL_LM
+
+    tiny_config = {**_TINY_TEXT, "embedding_size": 16}
 
 
 class ConvBertOnnxConfig(TextEncoderOnnxConfig):
@@ -100,17 +127,24 @@ class ConvBertOnnxConfig(TextEncoderOnnxConfig):
 
     features = _NO_CAUSAL_LM
 
+    tiny_config = {**_TINY_TEXT, "embedding_size": 32, "head_ratio": 2, "conv_kernel_size": 9}
+
 
 class MobileBertOnnxConfig(TextEncoderOnnxConfig):
     """MobileBERT."""
 
     features = _NO_CAUSAL_LM
 
+    tiny_config = {**_TINY_TEXT, "embedding_size": 16, "intra_bottleneck_size": 16, "true_hidden_size": 16}
+
 
 class SqueezeBertOnnxConfig(TextEncoderOnnxConfig):
     """SqueezeBERT."""
 
     features = _NO_CAUSAL_LM
+
+    tiny_config = {**_TINY_TEXT, "intermediate_size": 32, "embedding_size": 32, "q_groups": 2, "k_groups": 2,
+                   "v_groups": 2, "post_attention_groups": 2, "intermediate_groups": 2, "output_groups": 2}
 
 
 class DistilBertOnnxConfig(TextEncoderOnnxConfig):
@@ -119,13 +153,20 @@ class DistilBertOnnxConfig(TextEncoderOnnxConfig):
     features = _NO_CAUSAL_LM
     input_names = _IDS_AND_MASK
 
+    tiny_config = {"vocab_size": 99, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37,
+                   "max_position_embeddings": 64}
+
 
 class Data2VecTextOnnxConfig(DistilBertOnnxConfig):
     """Data2Vec for text (RoBERTa-like inputs)."""
 
+    tiny_config = dict(_TINY_TEXT)
+
 
 class IBertOnnxConfig(DistilBertOnnxConfig):
     """I-BERT (exported in full precision, ``quant_mode`` off)."""
+
+    tiny_config = {**_TINY_TEXT, "quant_mode": False}
 
 
 class LayoutLMOnnxConfig(TextEncoderOnnxConfig):
@@ -133,3 +174,5 @@ class LayoutLMOnnxConfig(TextEncoderOnnxConfig):
 
     features = ("default", "masked-lm", "sequence-classification", "token-classification")
     input_names = ("input_ids", "bbox", "attention_mask", "token_type_ids")
+
+    tiny_config = dict(_TINY_TEXT)

@@ -574,18 +574,31 @@ def _filler_token(model_config: Any, eos: int) -> int:
     return next(i for i in range(max(special) + 1, max(special) + len(special) + 2) if i not in special)
 
 
+#: Tiny sizes shared by the BART-like encoder-decoders (vocabulary 99; pad 1, bos 0, eos 2, decoder start 2).
+_TINY_SEQ2SEQ = {"vocab_size": 99, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2,
+                 "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 37,
+                 "decoder_ffn_dim": 37, "max_position_embeddings": 64, "pad_token_id": 1, "bos_token_id": 0,
+                 "eos_token_id": 2, "decoder_start_token_id": 2}
+
+
 class BartOnnxConfig(_BartFamilyOnnxConfig):
     """BART."""
+
+    tiny_config = dict(_TINY_SEQ2SEQ)
 
 
 class MBartOnnxConfig(_BartFamilyOnnxConfig):
     """mBART."""
+
+    tiny_config = dict(_TINY_SEQ2SEQ)
 
 
 class PLBartOnnxConfig(_BartFamilyOnnxConfig):
     """PLBart (Transformers has no PLBart question-answering head; the old exporter listed one that never loaded)."""
 
     features = tuple(f for f in _BartFamilyOnnxConfig.features if f != "question-answering")
+
+    tiny_config = dict(_TINY_SEQ2SEQ)
 
 
 class BigBirdPegasusOnnxConfig(_BartFamilyOnnxConfig):
@@ -596,26 +609,39 @@ class BigBirdPegasusOnnxConfig(_BartFamilyOnnxConfig):
     the graph then computes full attention at every length, which block-sparse PyTorch does not do beyond that.
     """
 
+    tiny_config = {**_TINY_SEQ2SEQ, "attention_type": "original_full"}
+
 
 class BlenderbotOnnxConfig(CausalLMFromDecoderMixin, Seq2SeqOnnxConfig):
     """Blenderbot: the seq2seq features and the decoder alone as a causal LM."""
 
     features = _SEQ2SEQ_FEATURES[:2] + _CAUSAL_FEATURES + _SEQ2SEQ_FEATURES[2:]
 
+    tiny_config = dict(_TINY_SEQ2SEQ)
+
 
 class BlenderbotSmallOnnxConfig(BlenderbotOnnxConfig):
     """Blenderbot-small."""
+
+    tiny_config = dict(_TINY_SEQ2SEQ)
 
 
 class MarianOnnxConfig(BlenderbotOnnxConfig):
     """Marian (its decoder may have its own vocabulary, ``decoder_vocab_size``)."""
 
+    tiny_config = {**_TINY_SEQ2SEQ, "decoder_start_token_id": 1, "decoder_vocab_size": 99}
+
 
 class M2M100OnnxConfig(Seq2SeqOnnxConfig):
     """M2M-100 (positions counted from the token ids, skipping padding)."""
+
+    tiny_config = dict(_TINY_SEQ2SEQ)
 
 
 class T5OnnxConfig(Seq2SeqOnnxConfig):
     """T5 (relative position biases; captured with eager attention, which torch.export decomposes correctly)."""
 
     export_attn_implementation = "eager"
+
+    tiny_config = {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4,
+                   "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}

@@ -76,8 +76,15 @@ class VisionOnnxConfig(OnnxConfig):
         return {"pixel_values": _pixel_values(self._config, preprocessor, spec)}
 
 
+#: Tiny sizes shared by the vision transformers (30x30 images in 2x2 patches).
+_TINY_VISION = {"image_size": 30, "patch_size": 2, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "intermediate_size": 37}
+
+
 class ViTOnnxConfig(VisionOnnxConfig):
     """ViT."""
+
+    tiny_config = dict(_TINY_VISION)
 
 
 class DeiTOnnxConfig(VisionOnnxConfig):
@@ -85,13 +92,19 @@ class DeiTOnnxConfig(VisionOnnxConfig):
 
     model_classes = {"image-classification": "DeiTForImageClassification"}
 
+    tiny_config = dict(_TINY_VISION)
+
 
 class BeitOnnxConfig(VisionOnnxConfig):
     """BEiT (relative position bias sized for the model's image size)."""
 
+    tiny_config = dict(_TINY_VISION)
+
 
 class Data2VecVisionOnnxConfig(VisionOnnxConfig):
     """Data2Vec for images (BEiT-like)."""
+
+    tiny_config = dict(_TINY_VISION)
 
 
 class PerceiverOnnxConfig(OnnxConfig):
@@ -129,3 +142,7 @@ class PerceiverOnnxConfig(OnnxConfig):
         tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
         arrays = dummy_inputs.text_arrays(self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer)
         return {"inputs": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
+
+    tiny_config = {"num_latents": 8, "d_latents": 32, "d_model": 32, "num_blocks": 1,
+                   "num_self_attends_per_block": 2, "num_self_attention_heads": 4, "num_cross_attention_heads": 4,
+                   "vocab_size": 262, "max_position_embeddings": 64, "image_size": 30, "num_labels": 3}
