@@ -5,7 +5,7 @@ Cheap to import: torch and transformers are imported only by the functions that 
 
 from __future__ import annotations
 
-from exporter_core.backend import Backend, ExportPart, ExportRequest, ExportResult
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
 from exporter_core.config import (
     OnnxConfig,
     OnnxConfigWithPast,
@@ -15,18 +15,24 @@ from exporter_core.config import (
 )
 from exporter_core.errors import ExporterError, UserError, ValidationError
 from exporter_core.features import FeaturesManager
+from exporter_core.plan import CheckResult, ExportPlan, PlanCheck, PlanPart, Scenario
 
 __all__ = [
     "Backend",
-    "ExportPart",
+    "CheckResult",
+    "ExportPlan",
     "ExportRequest",
     "ExportResult",
+    "ExportedPart",
     "ExporterError",
     "FeaturesManager",
     "OnnxConfig",
     "OnnxConfigWithPast",
     "OnnxSeq2SeqConfigWithPast",
     "PatchingSpec",
+    "PlanCheck",
+    "PlanPart",
+    "Scenario",
     "TextEncoderOnnxConfig",
     "UserError",
     "ValidationError",

@@ -6,71 +6,55 @@ import abc
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
+from exporter_core.errors import InvalidArgumentError
+from exporter_core.plan import CheckResult, ExportPlan, Runner, Scenario
 
-    from exporter_core.config import OnnxConfig
-
-__all__ = ["Backend", "ExportPart", "ExportRequest", "ExportResult", "Runner"]
-
-#: Runs an exported artifact: named NumPy inputs in, named NumPy outputs out.
-Runner = Callable[["Mapping[str, np.ndarray]"], "dict[str, np.ndarray]"]
+__all__ = ["Backend", "CheckResult", "ExportRequest", "ExportResult", "ExportedPart", "Runner"]
 
 
 @dataclass
 class ExportRequest:
     """Everything a backend needs for one export; `staging` is where it writes its files."""
 
-    model: Any
-    config: OnnxConfig
-    feature: str
+    #: What to export: parts (modules, inputs, outputs, caches), validation scenarios and checks.
+    plan: ExportPlan
     staging: Path
+    #: File name of a single-part export (the backend's default, or the file the user named).
     artifact_name: str
     preprocessor: Any = None
-    model_path: Path | None = None
+    #: The backend's own options (checked by `Backend.check_options` before the model was loaded).
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature(self) -> str:
+        """The feature being exported (for messages and metadata; a backend never branches on it)."""
+        return self.plan.feature
 
 
 @dataclass
-class ExportPart:
-    """One artifact to validate: its config, the torch module the config's hooks call, and a runner.
+class ExportedPart:
+    """One written artifact: the plan part it realises, its file and a runner for it."""
 
-    Most exports have one part; an encoder-decoder has several (encoder, decoder, decoder with past).
-    """
-
+    #: Name of the `PlanPart` this artifact realises.
     name: str
     artifact: str
-    config: OnnxConfig
-    model: Any
     runner: Runner
-    input_names: list[str]
-    output_names: list[str]
-    #: Inputs to validate with; None lets validation build the config's reference inputs.
-    reference_inputs: "Mapping[str, np.ndarray] | None" = None
+    #: Shapes of the inputs the artifact was captured or traced with (recorded in the report).
+    export_inputs: dict[str, list[int]] = field(default_factory=dict)
+    #: The backend's own validation scenarios (static-shape backends validate at their traced shape and with
+    #: padded smaller inputs); None: the plan part's scenarios.
+    scenarios: "list[Scenario] | None" = None
 
 
 @dataclass
 class ExportResult:
-    """What a backend wrote (file names inside the staging folder) and how to validate it."""
+    """What a backend wrote (file names inside the staging folder) and how to run each part."""
 
     artifacts: list[str]
-    parts: list[ExportPart]
+    parts: list[ExportedPart]
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: Checks the backend ran itself (generation parity, shape contracts): dicts with at least
-    #: "name", "passed" and "detail"; they go into the report and a failing one fails validation.
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def input_names(self) -> list[str]:
-        """Input names of the first (main) part."""
-        return self.parts[0].input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        """Output names of the first (main) part."""
-        return self.parts[0].output_names
 
 
 class Backend(abc.ABC):
@@ -106,10 +90,16 @@ class Backend(abc.ABC):
         """Backend options from parsed arguments (the keys `export` reads from `request.options`)."""
         return {}
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Refuse unknown or bad options before any model is loaded; return them as `export` reads them.
+
+        The default accepts no option at all.
+        """
+        if options:
+            raise InvalidArgumentError(f"the {cls.name} backend takes no options; got {', '.join(sorted(options))}")
+        return {}
+
     @abc.abstractmethod
     def export(self, request: ExportRequest) -> ExportResult:
-        """Write the artifact(s) into `request.staging` and return how to run them."""
-
-    def run_checks(self, request: ExportRequest, result: ExportResult) -> list[dict[str, Any]]:
-        """Extra checks run after the artifacts are written (for example generation parity); default none."""
-        return []
+        """Write every part of `request.plan` into `request.staging` and return how to run each."""

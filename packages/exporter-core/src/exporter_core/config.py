@@ -16,10 +16,14 @@ import numpy as np
 
 from exporter_core import dummy_inputs
 from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError, UnsupportedFrameworkError
+from exporter_core.model_config import ModelConfigView
 from exporter_core.tasks import COMMON_OUTPUTS, feature_to_task, is_with_past
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
+
+    from exporter_core.cache import CacheLayout
+    from exporter_core.plan import ExportPlan, PlanCheck, Scenario
 
 __all__ = [
     "EXTERNAL_DATA_FORMAT_SIZE_LIMIT",
@@ -68,6 +72,8 @@ class OnnxConfig:
     model_classes: ClassVar[Mapping[str, str]] = {}
     #: Side on which validation inputs are padded.
     padding_side: ClassVar[str] = "right"
+    #: Attention implementation the graphs are captured with (None keeps the model's own).
+    export_attn_implementation: ClassVar[str | None] = None
     #: Keyword arguments of ``AutoConfig.for_model(model_type, ...)`` giving a tiny random-weight model of this
     #: architecture that runs; the test kit (`exporter_core.testing`) builds every test checkpoint from it, and
     #: its guard fails for an installed architecture that leaves it empty.
@@ -281,6 +287,52 @@ class OnnxConfig:
                 raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
         return tuple(values)
 
+    # -- the export plan ------------------------------------------------------------------------------------
+    @property
+    def feature(self) -> str:
+        """The feature this config describes, as the command line spells it."""
+        return self.task + ("-with-past" if getattr(self, "use_past", False) else "")
+
+    @property
+    def cache_layout(self) -> CacheLayout | None:
+        """The past key values this config's graph takes or returns; None without past."""
+        return None
+
+    def validation_scenarios(self, preprocessor: Any = None) -> list[Scenario]:
+        """Input sets the export is validated at: another shape than the export dummies, with padding."""
+        from exporter_core.plan import Scenario
+
+        return [Scenario("batch 3, sequence 9, padded", self.generate_reference_inputs(preprocessor, framework="np"))]
+
+    def plan_checks(self, model: Any, preprocessor: Any = None) -> list[PlanCheck]:
+        """Checks over the written artifacts (generation parity, ...); none by default."""
+        return []
+
+    def export_plan(self, model: Any, preprocessor: Any = None) -> ExportPlan:
+        """What every backend executes for `model`: one part (the whole model) validated at `validation_scenarios`.
+
+        Families with several graphs (encoder-decoders with past) or checks (generation parity) override the
+        hooks or this method.
+        """
+        from exporter_core.plan import ExportPlan, PlanPart
+
+        part = PlanPart(
+            name="model",
+            artifact=None,
+            config=self,
+            module=model,
+            scenarios=self.validation_scenarios(preprocessor),
+            cache=self.cache_layout,
+        )
+        return ExportPlan(
+            model_type=str(getattr(self._config, "model_type", "model")),
+            feature=self.feature,
+            model=model,
+            parts=[part],
+            checks=self.plan_checks(model, preprocessor),
+            attn_implementation=self.export_attn_implementation,
+        )
+
     # -- old helpers ----------------------------------------------------------------------------------------
     @classmethod
     def flatten_output_collection_property(cls, name: str, field: Iterable[Any]) -> dict[str, Any]:
@@ -393,36 +445,37 @@ class OnnxConfigWithPast(OnnxConfig):
         return None
 
     @property
+    def model_view(self) -> ModelConfigView:
+        """The normalised view of the model config (sizes and special ids under their many names)."""
+        return ModelConfigView(self._config)
+
+    @property
     def num_layers(self) -> int:
         """Number of decoder layers (from the model config)."""
-        for attribute in ("num_hidden_layers", "num_layers", "n_layer", "decoder_layers"):
-            value = getattr(self._config, attribute, None)
-            if isinstance(value, int):
-                return value
-        raise AttributeError("the model config names no layer count; override `num_layers`")
+        return self.model_view.num_layers
 
     @property
     def num_attention_heads(self) -> int:
         """Number of attention heads (from the model config)."""
-        for attribute in ("num_attention_heads", "num_heads", "n_head", "decoder_attention_heads"):
-            value = getattr(self._config, attribute, None)
-            if isinstance(value, int):
-                return value
-        raise AttributeError("the model config names no head count; override `num_attention_heads`")
+        return self.model_view.num_attention_heads
 
     def fill_with_past_key_values_(
         self, inputs_or_outputs: "OrderedDict[str, Mapping[int, str]]", direction: str, inverted_values_shape: bool = False
     ) -> None:
         """Add ``past_key_values.{i}.key|value`` (inputs) or ``present.{i}.key|value`` (outputs) entries."""
+        from exporter_core.cache import CacheLayout
+
         if direction not in ("inputs", "outputs"):
             raise ValueError(f'direction must either be "inputs" or "outputs", but {direction} was given')
-        name = "past_key_values" if direction == "inputs" else "present"
-        for i in range(self.num_layers):
-            inputs_or_outputs[f"{name}.{i}.key"] = {0: "batch", 2: "past_sequence + sequence"}
-            if inverted_values_shape:
-                inputs_or_outputs[f"{name}.{i}.value"] = {0: "batch", 1: "past_sequence + sequence"}
-            else:
-                inputs_or_outputs[f"{name}.{i}.value"] = {0: "batch", 2: "past_sequence + sequence"}
+        layout = CacheLayout.uniform(self.num_layers, self.num_attention_heads, 1)
+        entries = layout.past_inputs() if direction == "inputs" else layout.present_outputs()
+        for name, axes in entries.items():
+            if direction == "inputs":
+                # The old exporter declared inputs over past + sequence too.
+                axes = {0: "batch", 2: layout.total_axis}
+            if inverted_values_shape and name.endswith(".value"):
+                axes = {0: axes[0], 1: axes[2]}
+            inputs_or_outputs[name] = axes
 
 
 class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
@@ -430,19 +483,13 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
 
     @property
     def num_layers(self) -> tuple[int, int]:  # type: ignore[override]
-        encoder = getattr(self._config, "encoder_layers", None) or getattr(self._config, "num_layers", None)
-        decoder = getattr(self._config, "decoder_layers", None) or getattr(self._config, "num_decoder_layers", None)
-        if not isinstance(encoder, int):
-            raise AttributeError("the model config names no encoder layer count; override `num_layers`")
-        return encoder, decoder if isinstance(decoder, int) else encoder
+        view = self.model_view
+        return view.encoder_layers, view.decoder_layers
 
     @property
     def num_attention_heads(self) -> tuple[int, int]:  # type: ignore[override]
-        encoder = getattr(self._config, "encoder_attention_heads", None) or getattr(self._config, "num_heads", None)
-        decoder = getattr(self._config, "decoder_attention_heads", None) or encoder
-        if not isinstance(encoder, int):
-            raise AttributeError("the model config names no head count; override `num_attention_heads`")
-        return encoder, decoder
+        view = self.model_view
+        return view.encoder_attention_heads, view.decoder_attention_heads
 
     @property
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
@@ -457,12 +504,13 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
     def fill_with_past_key_values_(
         self, inputs_or_outputs: "OrderedDict[str, Mapping[int, str]]", direction: str, inverted_values_shape: bool = False
     ) -> None:
+        from exporter_core.cache import CacheLayout
+
         if direction not in ("inputs", "outputs"):
             raise ValueError(f'direction must either be "inputs" or "outputs", but {direction} was given')
-        name = "past_key_values" if direction == "inputs" else "present"
         _, decoder_layers = self.num_layers
-        for i in range(decoder_layers):
-            inputs_or_outputs[f"{name}.{i}.decoder.key"] = {0: "batch", 2: "past_decoder_sequence"}
-            inputs_or_outputs[f"{name}.{i}.decoder.value"] = {0: "batch", 2: "past_decoder_sequence"}
-            inputs_or_outputs[f"{name}.{i}.encoder.key"] = {0: "batch", 2: "past_encoder_sequence"}
-            inputs_or_outputs[f"{name}.{i}.encoder.value"] = {0: "batch", 2: "past_encoder_sequence"}
+        layout = CacheLayout.uniform(decoder_layers, 1, 1, cross_attention=True)
+        entries = layout.past_inputs() if direction == "inputs" else layout.present_outputs()
+        for name, axes in entries.items():
+            # The old exporter named the decoder axis the same way in both directions.
+            inputs_or_outputs[name] = {0: "batch", 2: "past_encoder_sequence" if ".encoder." in name else "past_decoder_sequence"}

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from exporter_core.config import OnnxConfig
 
-__all__ = ["argument_name", "export_module", "prepared_for_export", "untied_copy"]
+__all__ = ["argument_name", "attention_implementation", "export_module", "prepared_for_export", "untied_copy"]
 
 _modules_by_signature: dict[tuple[str, ...], type] = {}
 
@@ -80,7 +80,6 @@ def export_module(model: torch.nn.Module, config: OnnxConfig, input_names: list[
     return _module_class(names)(model, config)
 
 
-
 def _module_tree(model: torch.nn.Module) -> list[tuple[Any, dict[str, Any], dict[str, Any]]]:
     """Each module's children and its str/bool attributes: what a forward may switch (BigBird replaces its
     attention modules and their `attention_type` for short inputs), for `prepared_for_export` to put back."""
@@ -121,6 +120,20 @@ def prepared_for_export(model: torch.nn.Module, config: OnnxConfig) -> Iterator[
             module._modules.update(children)
             for key, value in attributes.items():
                 object.__setattr__(module, key, value)
+
+
+@contextlib.contextmanager
+def attention_implementation(model: Any, implementation: str | None) -> Iterator[None]:
+    """Switch `model` (and its sub-models) to another attention implementation; restore it in ``finally``."""
+    if implementation is None or getattr(model.config, "_attn_implementation", None) == implementation:
+        yield
+        return
+    previous = model.config._attn_implementation
+    try:
+        model.set_attn_implementation(implementation)
+        yield
+    finally:
+        model.set_attn_implementation(previous)
 
 
 def untied_copy(model: torch.nn.Module) -> torch.nn.Module:

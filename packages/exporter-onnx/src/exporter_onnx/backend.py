@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Mapping
 
-from exporter_core.backend import Backend, ExportPart, ExportRequest, ExportResult
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
+from exporter_core.errors import InvalidArgumentError
 
 __all__ = ["OnnxBackend"]
 
@@ -39,51 +40,53 @@ class OnnxBackend(Backend):
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
         return {"opset": args.opset, "engine": args.engine}
 
-    def export(self, request: ExportRequest) -> ExportResult:
-        from exporter_onnx.seq2seq import export_seq2seq, is_seq2seq
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``opset`` (an int or None: the architecture's) and ``engine`` (auto, dynamo, torchscript)."""
+        unknown = sorted(set(options) - {"opset", "engine"})
+        if unknown:
+            raise InvalidArgumentError(f"the onnx backend has no option {', '.join(map(repr, unknown))}; its options are opset, engine")
+        opset = options.get("opset")
+        if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
+            raise InvalidArgumentError(f"opset must be an integer, got {opset!r}")
+        engine = options.get("engine") or "auto"
+        if engine not in ENGINES:
+            raise InvalidArgumentError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+        return {"opset": opset, "engine": engine}
 
-        if is_seq2seq(request.config):
-            # Encoder-decoders: with past, encoder / decoder / decoder-with-past files; without, one model.onnx.
-            return export_seq2seq(request)
+    def export(self, request: ExportRequest) -> ExportResult:
+        """Export every part of the plan to its own file (external data beside it when large)."""
         from exporter_onnx.convert import export_onnx
-        from exporter_onnx.decoders import has_past_scenarios, validation_parts
         from exporter_onnx.runtime import OnnxRuntimeRunner
 
-        path = request.staging / request.artifact_name
-        info = export_onnx(
-            request.model,
-            request.config,
-            path,
-            opset=request.options.get("opset"),
-            engine=request.options.get("engine", "auto"),
-            preprocessor=request.preprocessor,
-        )
-        part = ExportPart(
-            name="model",
-            artifact=request.artifact_name,
-            config=request.config,
-            model=request.model,
-            runner=OnnxRuntimeRunner(path),
-            input_names=info.input_names,
-            output_names=info.output_names,
-        )
-        parts = [part]
-        if has_past_scenarios(request.config):
-            # One part per input set: other batch sizes and past lengths, an empty past included.
-            parts = validation_parts(part, request.preprocessor)
-        return ExportResult(artifacts=info.files, parts=parts, metadata=info.metadata())
-
-    def run_checks(self, request: ExportRequest, result: ExportResult) -> list[dict[str, Any]]:
-        """Generation parity for ``causal-lm-with-past``: greedy decoding with the file equals ``model.generate``."""
-        checks: list[dict[str, Any]] = []
-        if request.feature == "seq2seq-lm-with-past":
-            from exporter_onnx.seq2seq import generation_parity
-
-            checks.append(generation_parity(request.model, request.config, request.staging, request.preprocessor))
-        if request.feature == "causal-lm-with-past":
-            from exporter_onnx.generation import causal_lm_parity_check
-
-            checks.append(
-                causal_lm_parity_check(request.model, request.config, result.parts[0].runner, request.preprocessor)
-            )
-        return checks
+        options = self.check_options(request.options)
+        plan = request.plan
+        parts: list[ExportedPart] = []
+        infos = {}
+        with plan.capture():
+            for part in plan.parts:
+                artifact = part.artifact_name(request.artifact_name)
+                path = request.staging / artifact
+                info = export_onnx(
+                    part.module,
+                    part.config,
+                    path,
+                    opset=options["opset"],
+                    engine=options["engine"],
+                    preprocessor=request.preprocessor,
+                )
+                infos[part.name] = info
+                parts.append(
+                    ExportedPart(
+                        name=part.name,
+                        artifact=artifact,
+                        runner=OnnxRuntimeRunner(path),
+                        export_inputs=dict(info.input_shapes),
+                    )
+                )
+        files = sorted(p.name for p in request.staging.iterdir() if p.is_file())
+        metadata = dict(infos[plan.main.name].metadata())
+        metadata["files"] = files
+        if len(plan.parts) > 1:
+            metadata["parts"] = {name: info.metadata() for name, info in infos.items()}
+        return ExportResult(artifacts=files, parts=parts, metadata=metadata)

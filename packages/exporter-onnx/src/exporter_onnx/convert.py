@@ -69,6 +69,8 @@ class OnnxExportInfo:
     external_data: bool
     files: list[str] = field(default_factory=list)
     fallback_reason: str | None = None
+    #: Shapes of the dummy inputs the graph was captured with.
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         """Facts for the report and metadata files."""
@@ -272,6 +274,7 @@ def export_onnx(
         external_data=external,
         files=files,
         fallback_reason=fallback_reason,
+        input_shapes={name: list(value.shape) for name, value in dummy.items()},
     )
 
 

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter_core.plan import CheckResult
+
 __all__ = ["ExportReport", "OutputCheck", "ValidationReport"]
 
 
@@ -70,7 +72,6 @@ class ValidationReport:
     exported_output_names: list[str]
     export_inputs: dict[str, list[int]] = field(default_factory=dict)
     rtol: float = 0.0
-    checks: list[dict[str, Any]] = field(default_factory=list)
     model: str | None = None
     feature: str | None = None
     artifact: str | None = None
@@ -85,11 +86,7 @@ class ValidationReport:
     @property
     def passed(self) -> bool:
         """Names, every output and every extra check good."""
-        return (
-            self.names_match
-            and all(check.passed for check in self.outputs)
-            and all(bool(c.get("passed")) for c in self.checks)
-        )
+        return self.names_match and all(check.passed for check in self.outputs)
 
     @property
     def failures(self) -> list[str]:
@@ -106,9 +103,6 @@ class ValidationReport:
                 messages.append(f'output "{check.name}": shape {tuple(check.exported_shape or ())} doesn\'t match {tuple(check.reference_shape or ())}')
             elif not check.values_ok:
                 messages.append(f'output "{check.name}": max abs difference {check.max_abs_diff:.3e} exceeds atol {check.atol:g}')
-        for extra in self.checks:
-            if not extra.get("passed"):
-                messages.append(f"{extra.get('name', 'check')}: {extra.get('detail', 'failed')}")
         return messages
 
     @property
@@ -145,9 +139,6 @@ class ValidationReport:
                 lines.append(f"\t\t-[x] values not close enough (atol: {check.atol:g})")
             where = "all positions" if check.compared == "all" else check.compared
             lines.append(f"\t\t    max abs diff {check.max_abs_diff:.3e} over {where}")
-        for extra in self.checks:
-            mark = "✓" if extra.get("passed") else "x"
-            lines.append(f"\t-[{mark}] {extra.get('name', 'check')}: {extra.get('detail', '')}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,7 +164,6 @@ class ValidationReport:
             "exported_output_names": self.exported_output_names,
             "worst_max_abs_diff": self.worst_difference,
             "outputs": outputs,
-            "checks": self.checks,
             "failures": self.failures,
         }
 
@@ -194,13 +184,14 @@ class ExportReport:
     parts: list[ValidationReport]
     model: str | None = None
     output: str | None = None
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    #: Checks over the written artifacts as a whole (generation parity); a failing one fails the export.
+    checks: list[CheckResult] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         """Every part and every extra check passed."""
-        return all(p.passed for p in self.parts) and all(bool(c.get("passed")) for c in self.checks)
+        return all(p.passed for p in self.parts) and all(c.passed for c in self.checks)
 
     @property
     def failures(self) -> list[str]:
@@ -210,7 +201,7 @@ class ExportReport:
             label = " ".join(x for x in (part.artifact, f"[{part.part}]" if part.part else None) if x)
             prefix = f"{label}: " if label and len(self.parts) > 1 else ""
             messages.extend(prefix + m for m in part.failures)
-        messages.extend(f"{c.get('name', 'check')}: {c.get('detail', 'failed')}" for c in self.checks if not c.get("passed"))
+        messages.extend(f"{c.name}: {c.detail}" for c in self.checks if not c.passed)
         return messages
 
     @property
@@ -220,7 +211,7 @@ class ExportReport:
 
     def log_lines(self) -> list[str]:
         """Extra checks in the old log style (each part logs its own lines while validating)."""
-        return [f"\t-[{'✓' if c.get('passed') else 'x'}] {c.get('name', 'check')}: {c.get('detail', '')}" for c in self.checks]
+        return [f"\t-[{'✓' if c.passed else 'x'}] {c.name}: {c.detail}" for c in self.checks]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -234,7 +225,7 @@ class ExportReport:
             "worst_max_abs_diff": self.worst_difference,
             "failures": self.failures,
             "parts": [p.to_dict() for p in self.parts],
-            "checks": self.checks,
+            "checks": [c.to_dict() for c in self.checks],
             "metadata": self.metadata,
         }
 

@@ -72,6 +72,8 @@ def run_export(
     if reason:
         raise BackendUnavailableError(reason)
     atol = check_atol(atol)
+    # Option mistakes are refused before the checkpoint is read.
+    backend_options = backend_cls.check_options(dict(options or {}))
     if framework not in (None, "pt"):
         raise UnsupportedFrameworkError(
             f"framework {framework!r} is not supported: Transformers 5 has no TensorFlow; use --framework pt"
@@ -88,37 +90,37 @@ def run_export(
     torch_model = loading.load_model(folder, feature, config_cls)
     processor = loading.load_preprocessor(folder, preprocessor)
     config = config_cls.for_feature(torch_model.config, feature)
+    plan = config.export_plan(torch_model, processor)
     backend = backend_cls()
     with StagedOutput(destination) as staged:
         request = ExportRequest(
-            model=torch_model,
-            config=config,
-            feature=feature,
-            staging=staged.path,
-            artifact_name=artifact,
-            preprocessor=processor,
-            model_path=folder,
-            options=dict(options or {}),
+            plan=plan, staging=staged.path, artifact_name=artifact, preprocessor=processor, options=backend_options
         )
         result = backend.export(request)
         parts = []
-        for part in result.parts:
-            report = validate_outputs(
-                part.config,
-                part.model,
-                part.runner,
-                preprocessor=processor,
-                atol=atol,
-                format_name=backend_cls.display_name,
-                inputs=part.reference_inputs,
-                log=emit,
-            )
-            report.artifact = part.artifact
-            report.part = part.name
-            report.feature = feature
-            report.model = str(model)
-            parts.append(report)
-        checks = list(result.checks) + list(backend.run_checks(request, result))
+        for exported in result.parts:
+            part = plan.part(exported.name)
+            scenarios = exported.scenarios if exported.scenarios is not None else part.scenarios
+            single = len(result.parts) == 1 and len(scenarios) == 1
+            for scenario in scenarios:
+                report = validate_outputs(
+                    part.config,
+                    scenario.reference if scenario.reference is not None else part.module,
+                    exported.runner,
+                    preprocessor=processor,
+                    atol=atol,
+                    format_name=backend_cls.display_name,
+                    inputs=scenario.inputs,
+                    log=emit,
+                )
+                report.artifact = exported.artifact
+                report.part = exported.name if single else f"{exported.name} ({scenario.label})"
+                report.feature = feature
+                report.model = str(model)
+                report.export_inputs = dict(exported.export_inputs)
+                parts.append(report)
+        runners = {exported.name: exported.runner for exported in result.parts}
+        checks = [check.run(runners) for check in plan.checks]
         export_report = ExportReport(
             format=backend_cls.display_name,
             backend=backend_name,

@@ -22,12 +22,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
 import numpy as np
 
 from exporter_core import dummy_inputs
+from exporter_core.cache import CacheLayout, returned_cache
 from exporter_core.config import OnnxConfig, OnnxConfigWithPast, PatchingSpec
 from exporter_core.errors import UnsupportedFeatureError
+from exporter_core.model_config import ModelConfigView
 from exporter_core.tasks import feature_to_task
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
+
+    from exporter_core.plan import PlanCheck, Scenario
 
 __all__ = [
     "BartDecoderOnnxConfig",
@@ -83,18 +87,6 @@ def cache_keyword(model_config: Any) -> str:
     return _cache_keyword_for(type(model_config))
 
 
-def returned_cache(model_output: Any) -> Any:
-    """The cache a forward returned (under ``cache`` or ``past_key_values``, whichever this Transformers uses)."""
-    for name in ("cache", "past_key_values"):
-        try:
-            value = model_output[name]
-        except (KeyError, TypeError):
-            continue
-        if value is not None:
-            return value
-    raise KeyError("the model returned no cache; was it called with use_cache=True?")
-
-
 class DecoderOnnxConfig(OnnxConfigWithPast):
     """Base of decoder-only configs: ``input_ids`` and ``attention_mask``, plus past key values with past."""
 
@@ -124,32 +116,28 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
     @property
     def num_key_value_heads(self) -> int:
         """Heads of the cached keys and values (axis 1 of a past tensor)."""
-        return self.num_attention_heads
+        return self.model_view.num_key_value_heads
 
     @property
     def head_dim(self) -> int:
         """Size of one head (axis 3 of a past tensor)."""
-        explicit = getattr(self._config, "head_dim", None)
-        if isinstance(explicit, int):
-            return explicit
-        hidden = None
-        for attribute in ("hidden_size", "n_embd", "d_model"):
-            hidden = getattr(self._config, attribute, None)
-            if isinstance(hidden, int):
-                break
-        if not isinstance(hidden, int):
-            raise AttributeError("the model config names no hidden size; override `head_dim`")
-        return hidden // self.num_attention_heads
+        return self.model_view.head_dim
+
+    @property
+    def cache_layout(self) -> CacheLayout | None:
+        """Past key values of every layer; None without past."""
+        if not self.use_past:
+            return None
+        return CacheLayout.uniform(self.num_layers, self.num_key_value_heads, self.head_dim)
 
     # -- inputs and outputs -------------------------------------------------------------------------------
     @property
     def inputs(self) -> Mapping[str, Mapping[int, str]]:
         common: OrderedDict[str, Mapping[int, str]] = OrderedDict(input_ids={0: "batch", 1: "sequence"})
-        if self.use_past:
-            for i in range(self.num_layers):
-                common[f"past_key_values.{i}.key"] = {0: "batch", 2: PAST_AXIS}
-                common[f"past_key_values.{i}.value"] = {0: "batch", 2: PAST_AXIS}
-            common["attention_mask"] = {0: "batch", 1: TOTAL_AXIS}
+        layout = self.cache_layout
+        if layout is not None:
+            common.update(layout.past_inputs())
+            common["attention_mask"] = {0: "batch", 1: layout.total_axis}
         else:
             common["attention_mask"] = {0: "batch", 1: "sequence"}
         return common
@@ -157,10 +145,9 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
     @property
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
         common = super().outputs
-        if self.use_past:
-            for i in range(self.num_layers):
-                common[f"present.{i}.key"] = {0: "batch", 2: TOTAL_AXIS}
-                common[f"present.{i}.value"] = {0: "batch", 2: TOTAL_AXIS}
+        layout = self.cache_layout
+        if layout is not None:
+            common.update(layout.present_outputs())
         return common
 
     @property
@@ -186,13 +173,11 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
         mask = np.zeros((spec.batch_size, total), dtype=np.int64)
         for row, length in enumerate(lengths):
             mask[row, total - length :] = 1
-        pad_id = _pad_token_id(self._config, tokenizer)
+        pad_id = ModelConfigView(self._config, tokenizer=tokenizer).pad_token_id_or(0)
         arrays["input_ids"] = np.where(mask[:, past:] == 1, arrays["input_ids"], pad_id)
-        rng = np.random.default_rng(spec.seed + 1000)
-        shape = (spec.batch_size, self.num_key_value_heads, past, self.head_dim)
-        for i in range(self.num_layers):
-            arrays[f"past_key_values.{i}.key"] = rng.standard_normal(shape).astype(np.float32)
-            arrays[f"past_key_values.{i}.value"] = rng.standard_normal(shape).astype(np.float32)
+        layout = self.cache_layout
+        assert layout is not None  # use_past
+        arrays.update(layout.past_arrays(spec.batch_size, past, seed=spec.seed))
         arrays["attention_mask"] = mask
         return arrays
 
@@ -229,42 +214,56 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
             PastScenario("padding reaching into the new tokens", 2, 3, 2),
         ]
 
-    def reference_input_sets(self, preprocessor: Any = None) -> list[tuple[str, "OrderedDict[str, np.ndarray]"]]:
-        """(label, inputs) pairs for validation: the standard reference inputs, then every past scenario."""
+    def validation_scenarios(self, preprocessor: Any = None) -> list[Scenario]:
+        """The standard reference inputs, then with past every `past_scenarios` shape."""
+        from exporter_core.plan import Scenario
+
         first = self.generate_reference_inputs(preprocessor, framework="np")
         label = "batch 3, sequence 9, past 11, left padding" if self.use_past else "batch 3, sequence 9, left padding"
-        sets = [(label, first)]
+        scenarios = [Scenario(label, first)]
         if self.use_past:
-            for scenario in self.past_scenarios():
+            for shape in self.past_scenarios():
                 inputs = self.generate_past_inputs(
                     preprocessor,
-                    batch_size=scenario.batch_size,
-                    seq_length=scenario.sequence_length,
-                    past_length=scenario.past_length,
-                    padded=scenario.padded,
+                    batch_size=shape.batch_size,
+                    seq_length=shape.sequence_length,
+                    past_length=shape.past_length,
+                    padded=shape.padded,
                 )
-                sets.append((scenario.label, inputs))
-        return sets
+                scenarios.append(Scenario(shape.label, inputs))
+        return scenarios
+
+    def reference_input_sets(self, preprocessor: Any = None) -> list[tuple[str, "OrderedDict[str, np.ndarray]"]]:
+        """(label, inputs) pairs of `validation_scenarios` (kept for callers of the earlier API)."""
+        return [(s.label, OrderedDict(s.inputs)) for s in self.validation_scenarios(preprocessor)]
+
+    def plan_checks(self, model: Any, preprocessor: Any = None) -> list[PlanCheck]:
+        """Generation parity for a causal LM with past: greedy decoding with the export equals ``model.generate``."""
+        from exporter_core.plan import PlanCheck
+
+        if not (self.use_past and self.task == "causal-lm"):
+            return []
+
+        def parity(runners: Mapping[str, Any]) -> Any:
+            from exporter_core.generation import causal_lm_parity
+
+            return causal_lm_parity(model, self, runners["model"], preprocessor)
+
+        return [PlanCheck("generation parity", parity)]
 
     # -- how the model is called ----------------------------------------------------------------------------
     def make_cache(self) -> Any:
-        """An empty `DynamicCache` shaped like the one ``generate`` would build for this model."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self._config)
-        if len(getattr(cache, "layers", ())) not in (0, self.num_layers):
-            cache = DynamicCache()
-        return cache
+        """An empty cache shaped like the one ``generate`` would build for this model."""
+        layout = self.cache_layout or CacheLayout.uniform(self.num_layers, self.num_key_value_heads, self.head_dim)
+        return layout.to_cache(None, self._config)
 
     def model_kwargs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        kwargs = {name: value for name, value in inputs.items() if not name.startswith("past_key_values.")}
+        kwargs = {name: value for name, value in inputs.items() if not CacheLayout.is_cache_name(name)}
         kwargs["return_dict"] = True
         kwargs["use_cache"] = self.use_past
-        if self.use_past:
-            cache = self.make_cache()
-            for i in range(self.num_layers):
-                cache.update(inputs[f"past_key_values.{i}.key"], inputs[f"past_key_values.{i}.value"], i)
-            kwargs[cache_keyword(self._config)] = cache
+        layout = self.cache_layout
+        if layout is not None:
+            kwargs[cache_keyword(self._config)] = layout.to_cache(inputs, self._config)
         mask = inputs.get("attention_mask")
         if self.position_ids_from_mask and mask is not None:
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -272,28 +271,17 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
         return kwargs
 
     def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
-        task_outputs = [name for name in self.outputs if not name.startswith("present.")]
+        task_outputs = [name for name in self.outputs if not CacheLayout.is_cache_name(name)]
         values = []
         for name in task_outputs:
             try:
                 values.append(model_output[name])
             except (KeyError, TypeError) as exc:
                 raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
-        if self.use_past:
-            cache = returned_cache(model_output)
-            cache = getattr(cache, "self_attention_cache", cache)
-            for i in range(self.num_layers):
-                layer = cache.layers[i]
-                values.extend((layer.keys, layer.values))
+        layout = self.cache_layout
+        if layout is not None:
+            values.extend(layout.flatten(model_output))
         return tuple(values)
-
-
-def _pad_token_id(model_config: Any, tokenizer: Any) -> int:
-    for source in (tokenizer, model_config):
-        value = getattr(source, "pad_token_id", None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return 0
 
 
 class GPT2OnnxConfig(DecoderOnnxConfig):

@@ -27,16 +27,23 @@ graph), so the old ``export()`` call keeps working. Transformers 5 takes and ret
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
 from exporter_core import dummy_inputs
-from exporter_core.architectures.decoders import CausalLMFromDecoderMixin, cache_keyword, returned_cache
+from exporter_core.architectures.decoders import CausalLMFromDecoderMixin, cache_keyword
+from exporter_core.cache import CacheLayout
 from exporter_core.config import OnnxConfig, OnnxSeq2SeqConfigWithPast
 from exporter_core.tasks import COMMON_OUTPUTS
 
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_core.plan import ExportPlan, PlanCheck, Scenario
+
 __all__ = [
+    "DECODER_FILE",
+    "DECODER_WITH_PAST_FILE",
+    "ENCODER_FILE",
     "BartOnnxConfig",
     "BigBirdPegasusOnnxConfig",
     "BlenderbotOnnxConfig",
@@ -50,6 +57,11 @@ __all__ = [
     "Seq2SeqOnnxConfig",
     "T5OnnxConfig",
 ]
+
+#: Files of a with-past encoder-decoder export (the names ONNX Runtime users know).
+ENCODER_FILE = "encoder_model.onnx"
+DECODER_FILE = "decoder_model.onnx"
+DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
 
 ENCODER_AXIS = "encoder_sequence"
 DECODER_AXIS = "decoder_sequence"
@@ -77,8 +89,6 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
     """Base of the encoder-decoder configs: inputs, outputs and dummies for every feature, and the part configs."""
 
     features: ClassVar[tuple[str, ...]] = _SEQ2SEQ_FEATURES
-    #: Attention implementation the graphs are captured with (None keeps the model's own).
-    export_attn_implementation: ClassVar[str | None] = None
     #: Decoder length of non-past dummies: the encoder length minus this (at least 2), so the two differ.
     decoder_length_offset: ClassVar[int] = 3
     #: New decoder tokens of with-past export dummies (2: a traced length of 1 would be specialised).
@@ -100,35 +110,37 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
     @property
     def hidden_size(self) -> int:
         """Width of the encoder output (``d_model``)."""
-        for attribute in ("d_model", "hidden_size"):
-            value = getattr(self._config, attribute, None)
-            if isinstance(value, int):
-                return value
-        raise AttributeError("the model config names no d_model; override `hidden_size`")
+        return self.model_view.hidden_size
 
     @property
     def head_dim(self) -> int:
         """Size of one attention head (axis 3 of every past tensor)."""
+        explicit = self.model_view.config
         for attribute in ("d_kv", "head_dim"):
-            value = getattr(self._config, attribute, None)
-            if isinstance(value, int):
+            value = getattr(explicit, attribute, None)
+            if isinstance(value, int) and not isinstance(value, bool):
                 return value
         return self.hidden_size // self.num_decoder_heads
 
     @property
     def decoder_vocab_size(self) -> int:
         """Vocabulary of the decoder (Marian can have its own)."""
-        value = getattr(self._config, "decoder_vocab_size", None) or getattr(self._config, "vocab_size", None)
-        return int(value) if value else 100
+        return self.model_view.decoder_vocab_size
 
     @property
     def decoder_start_token_id(self) -> int:
-        """The token every decoded sequence starts with."""
-        for attribute in ("decoder_start_token_id", "pad_token_id", "bos_token_id"):
-            value = getattr(self._config, attribute, None)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                return value
-        return 0
+        """The token every decoded sequence starts with (`ModelConfigView.decoder_start_token_id`)."""
+        return self.model_view.decoder_start_token_id
+
+    @property
+    def layout(self) -> CacheLayout:
+        """The decoder's past key values: self-attention and cross-attention per decoder layer."""
+        return CacheLayout.uniform(self.num_decoder_layers, self.num_decoder_heads, self.head_dim, cross_attention=True)
+
+    @property
+    def cache_layout(self) -> CacheLayout | None:
+        """The single-graph with-past layout's cache (decoding tasks with past); None otherwise."""
+        return self.layout if self.use_past and self.is_decoding_task else None
 
     # -- inputs and outputs -------------------------------------------------------------------------------
     @property
@@ -166,13 +178,8 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         """Add ``past_key_values.{i}.decoder|encoder.key|value`` (inputs) or ``present.*`` (outputs) entries."""
         if direction not in ("inputs", "outputs"):
             raise ValueError(f'direction must either be "inputs" or "outputs", but {direction} was given')
-        name = "past_key_values" if direction == "inputs" else "present"
-        decoder_axis = PAST_DECODER_AXIS if direction == "inputs" else TOTAL_DECODER_AXIS
-        for i in range(self.num_decoder_layers):
-            inputs_or_outputs[f"{name}.{i}.decoder.key"] = {0: "batch", 2: decoder_axis}
-            inputs_or_outputs[f"{name}.{i}.decoder.value"] = {0: "batch", 2: decoder_axis}
-            inputs_or_outputs[f"{name}.{i}.encoder.key"] = {0: "batch", 2: ENCODER_AXIS}
-            inputs_or_outputs[f"{name}.{i}.encoder.value"] = {0: "batch", 2: ENCODER_AXIS}
+        layout = self.layout
+        inputs_or_outputs.update(layout.past_inputs() if direction == "inputs" else layout.present_outputs())
 
     @property
     def values_override(self) -> Mapping[str, Any] | None:
@@ -188,11 +195,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         """Random decoder token ids (no special tokens), the first column the start token when `starts`."""
         rng = np.random.default_rng(seed + 500)
         vocab = self.decoder_vocab_size
-        special = {
-            value
-            for value in (getattr(self._config, a, None) for a in ("pad_token_id", "bos_token_id", "eos_token_id"))
-            if isinstance(value, int) and not isinstance(value, bool)
-        }
+        special = self.model_view.special_token_ids
         low = min(max(special | {2}) + 1, vocab - 1)
         ids = rng.integers(low, vocab, size=(rows, length), dtype=np.int64)
         if starts:
@@ -203,16 +206,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         self, rows: int, past_length: int, encoder_length: int, seed: int, *, cross: bool = True
     ) -> dict[str, np.ndarray]:
         """Random ``past_key_values.{i}.decoder|encoder.key|value`` tensors (normal, like projected hidden states)."""
-        rng = np.random.default_rng(seed + 1000)
-        arrays = {}
-        for i in range(self.num_decoder_layers):
-            for kind, length in (("decoder", past_length), ("encoder", encoder_length)):
-                if kind == "encoder" and not cross:
-                    continue
-                shape = (rows, self.num_decoder_heads, length, self.head_dim)
-                arrays[f"past_key_values.{i}.{kind}.key"] = rng.standard_normal(shape).astype(np.float32)
-                arrays[f"past_key_values.{i}.{kind}.value"] = rng.standard_normal(shape).astype(np.float32)
-        return arrays
+        return self.layout.past_arrays(rows, past_length, encoder_length=encoder_length, seed=seed, cross=cross)
 
     def default_lengths(self, spec: dummy_inputs.DummySpec) -> tuple[int, int]:
         """(decoder length, past decoder length) of dummies of `spec` when the caller names none."""
@@ -281,40 +275,14 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
     # -- how the model is called ----------------------------------------------------------------------------
     def make_cache(self, inputs: Mapping[str, Any] | None = None, *, cross: bool = True) -> Any:
         """An `EncoderDecoderCache` as ``generate`` builds it, filled from flat past tensors when given."""
-        from transformers import DynamicCache, EncoderDecoderCache
-
-        layers = self.num_decoder_layers
-
-        def dynamic_cache() -> Any:
-            cache = DynamicCache(config=self._config)
-            if len(getattr(cache, "layers", ())) not in (0, layers):
-                cache = DynamicCache()
-            return cache
-
-        self_attention, cross_attention = dynamic_cache(), dynamic_cache()
-        if inputs is not None:
-            for i in range(layers):
-                self_attention.update(inputs[f"past_key_values.{i}.decoder.key"], inputs[f"past_key_values.{i}.decoder.value"], i)
-                if cross:
-                    cross_attention.update(
-                        inputs[f"past_key_values.{i}.encoder.key"], inputs[f"past_key_values.{i}.encoder.value"], i
-                    )
-        return EncoderDecoderCache(self_attention, cross_attention)
+        return self.layout.to_cache(inputs, self._config, cross=cross)
 
     def flatten_cache(self, model_output: Any, *, cross: bool = True) -> list[Any]:
         """The returned cache as ``present`` tensors: per layer decoder key, value, then encoder key, value."""
-        cache = returned_cache(model_output)
-        values = []
-        for i in range(self.num_decoder_layers):
-            layer = cache.self_attention_cache.layers[i]
-            values.extend((layer.keys, layer.values))
-            if cross:
-                layer = cache.cross_attention_cache.layers[i]
-                values.extend((layer.keys, layer.values))
-        return values
+        return self.layout.flatten(model_output, cross=cross)
 
     def model_kwargs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        kwargs = {name: value for name, value in inputs.items() if not name.startswith("past_key_values.")}
+        kwargs = {name: value for name, value in inputs.items() if not CacheLayout.is_cache_name(name)}
         kwargs["return_dict"] = True
         if self.is_decoding_task:
             kwargs["use_cache"] = bool(self.use_past)
@@ -323,10 +291,47 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         return kwargs
 
     def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
-        values = [_task_output(model_output, name, self.task) for name in self.outputs if not name.startswith("present.")]
+        values = [_task_output(model_output, name, self.task) for name in self.outputs if not CacheLayout.is_cache_name(name)]
         if self.use_past and self.is_decoding_task:
             values.extend(self.flatten_cache(model_output))
         return tuple(values)
+
+    # -- the export plan -----------------------------------------------------------------------------------
+    def export_plan(self, model: Any, preprocessor: Any = None) -> ExportPlan:
+        """With past: encoder, decoder and decoder-with-past graphs (`ENCODER_FILE`, ...); otherwise one graph."""
+        from exporter_core.plan import ExportPlan, PlanPart
+
+        if not (self.use_past and self.is_decoding_task):
+            return super().export_plan(model, preprocessor)
+        encoder = self.encoder_config()
+        parts = [PlanPart("encoder", ENCODER_FILE, encoder, encoder.module_of(model), encoder.validation_scenarios(preprocessor))]
+        for name, artifact, with_past in (("decoder", DECODER_FILE, False), ("decoder_with_past", DECODER_WITH_PAST_FILE, True)):
+            decoder = self.decoder_config(with_past=with_past)
+            parts.append(
+                PlanPart(name, artifact, decoder, decoder.module_of(model), decoder.validation_scenarios(preprocessor), self.layout)
+            )
+        return ExportPlan(
+            model_type=str(getattr(self._config, "model_type", "model")),
+            feature=self.feature,
+            model=model,
+            parts=parts,
+            checks=self.plan_checks(model, preprocessor),
+            attn_implementation=self.export_attn_implementation,
+        )
+
+    def plan_checks(self, model: Any, preprocessor: Any = None) -> list[PlanCheck]:
+        """Generation parity over the three graphs for ``seq2seq-lm-with-past``."""
+        from exporter_core.plan import PlanCheck
+
+        if not (self.use_past and self.task == "seq2seq-lm"):
+            return []
+
+        def parity(runners: Mapping[str, Any]) -> Any:
+            from exporter_core.generation import seq2seq_parity
+
+            return seq2seq_parity(model, self, runners, preprocessor)
+
+        return [PlanCheck("generation parity", parity)]
 
     # -- the graphs a runtime drives ----------------------------------------------------------------------
     def encoder_config(self) -> "Seq2SeqEncoderOnnxConfig":
@@ -424,11 +429,7 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
             input_ids={0: "batch", 1: DECODER_AXIS}, encoder_attention_mask={0: "batch", 1: ENCODER_AXIS}
         )
         if self.use_past:
-            for i in range(self.parent.num_decoder_layers):
-                common[f"past_key_values.{i}.decoder.key"] = {0: "batch", 2: PAST_DECODER_AXIS}
-                common[f"past_key_values.{i}.decoder.value"] = {0: "batch", 2: PAST_DECODER_AXIS}
-                common[f"past_key_values.{i}.encoder.key"] = {0: "batch", 2: ENCODER_AXIS}
-                common[f"past_key_values.{i}.encoder.value"] = {0: "batch", 2: ENCODER_AXIS}
+            common.update(self.parent.layout.past_inputs())
         else:
             common["encoder_hidden_states"] = {0: "batch", 1: ENCODER_AXIS}
         return common
@@ -436,18 +437,35 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
     @property
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
         common = _decoder_sized(self.task)
-        decoder_axis = TOTAL_DECODER_AXIS if self.use_past else DECODER_AXIS
-        for i in range(self.parent.num_decoder_layers):
-            common[f"present.{i}.decoder.key"] = {0: "batch", 2: decoder_axis}
-            common[f"present.{i}.decoder.value"] = {0: "batch", 2: decoder_axis}
-            if not self.use_past:
-                common[f"present.{i}.encoder.key"] = {0: "batch", 2: ENCODER_AXIS}
-                common[f"present.{i}.encoder.value"] = {0: "batch", 2: ENCODER_AXIS}
+        # With past the encoder keys and values never change: only the decoder's are returned.
+        common.update(self.parent.layout.present_outputs(cross=not self.use_past, with_past=self.use_past))
         return common
 
     @property
     def values_override(self) -> Mapping[str, Any] | None:
         return {"use_cache": True}
+
+    @property
+    def cache_layout(self) -> CacheLayout | None:
+        """The decoder's cache: returned by both steps, taken by the step with past."""
+        return self.parent.layout
+
+    def validation_scenarios(self, preprocessor: Any = None) -> list[Scenario]:
+        """The reference inputs, then other batch sizes, decoder lengths and past lengths (an empty past included)."""
+        from exporter_core.plan import Scenario
+
+        scenarios = [Scenario("batch 3, encoder 9 padded, 1 decoder token", self.generate_reference_inputs(preprocessor))]
+        if self.use_past:
+            shapes: list[tuple[str, dict[str, Any]]] = [
+                ("batch 1, 1 token over a past of 1", dict(batch_size=1, encoder_length=5, decoder_length=1, past_length=1, padded=False)),
+                ("batch 4, 3 tokens over a past of 23, padded encoder", dict(batch_size=4, encoder_length=12, decoder_length=3, past_length=23)),
+                ("batch 2, empty past", dict(batch_size=2, encoder_length=7, decoder_length=2, past_length=0)),
+            ]
+        else:
+            shapes = [("batch 1, 7 decoder tokens over 4 encoder tokens", dict(batch_size=1, encoder_length=4, decoder_length=7, padded=False))]
+        for label, shape in shapes:
+            scenarios.append(Scenario(label, self.generate_inputs(preprocessor, seed=7, framework="np", **shape)))
+        return scenarios
 
     def dummy_arrays(
         self,
@@ -529,7 +547,7 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
         }
 
     def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
-        values = [_task_output(model_output, name, self.task) for name in self.outputs if not name.startswith("present.")]
+        values = [_task_output(model_output, name, self.task) for name in self.outputs if not CacheLayout.is_cache_name(name)]
         values.extend(self.parent.flatten_cache(model_output, cross=not self.use_past))
         return tuple(values)
 
