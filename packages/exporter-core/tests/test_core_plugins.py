@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from exporter_core import plugins
-from exporter_core.errors import BackendNotInstalledError, BackendUnavailableError, PluginError, UserError
+from exporter_core.errors import (
+    BackendNotInstalledError,
+    BackendUnavailableError,
+    InvalidPluginError,
+    PluginError,
+    UserError,
+)
 
 MISSING_DEPENDENCY = "exporter-test-missing-dependency-0b4b"
 
@@ -57,19 +63,27 @@ def test_load_architecture_normalises_underscores_and_returns_none_when_absent()
     assert plugins.load_architecture("no-such-model-type") is None
 
 
-def test_unknown_backend_names_the_pip_install() -> None:
+def test_unknown_backend_lists_the_installed_ones_and_says_pip_install() -> None:
+    installed = [p.name for p in plugins.list_backends()]
     with pytest.raises(BackendNotInstalledError) as caught:
         plugins.load_backend("no-such-backend")
     message = str(caught.value)
-    assert "'no-such-backend' is not installed" in message
-    assert "pip install" in message
+    assert message.startswith("no backend named 'no-such-backend' is installed (installed: ")
+    assert f"(installed: {', '.join(installed) or 'none'})" in message
+    assert "pip install" in message and "\n" not in message
     assert isinstance(caught.value, UserError) and caught.value.exit_code == 2
 
 
-def test_known_but_absent_backend_names_its_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plugins, "list_backends", lambda: [])
-    with pytest.raises(BackendNotInstalledError, match=r"pip install exporter-torchscript"):
+def test_core_names_no_first_party_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Which package provides a backend comes from entry-point metadata (or the facade's extras), not from core.
+    monkeypatch.setattr(plugins, "_entry_points", lambda _namespace: [])
+    with pytest.raises(BackendNotInstalledError) as caught:
         plugins.load_backend("torchscript")
+    assert "(installed: none)" in str(caught.value)
+    assert "exporter-torchscript" not in str(caught.value)
+    source = Path(plugins.__file__).read_text()
+    for first_party in ("exporter-onnx", "exporter-torchscript", "exporter-neuron"):
+        assert first_party not in source
 
 
 def test_missing_requirements_of_an_installed_distribution_is_empty() -> None:
@@ -96,7 +110,7 @@ def _write_distribution(root: Path, name: str, requires: list[str], entry_points
 
 @pytest.fixture()
 def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Four installed-looking distributions declaring test backends and architectures."""
+    """Installed-looking distributions declaring test backends and architectures, some of the wrong kind."""
     import numpy
     from stevedore.extension import ExtensionManager
 
@@ -112,6 +126,17 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
                 def export(self, request):
                     raise RuntimeError("not used")
+
+            class AbstractBackend(Backend):
+                name = "fake-abstract"
+                display_name = "Fake"
+                default_artifact = "model.fake"
+
+            class UnnamedBackend(FakeBackend):
+                display_name = None
+
+            def make_backend():
+                return FakeBackend
             """
         )
     )
@@ -138,6 +163,23 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "exporter-test-fake-dup",
         [],
         {plugins.ARCHITECTURES_NAMESPACE: {"fake-dup": "exporter_core.architectures.encoders:RobertaOnnxConfig"}},
+    )
+    _write_distribution(
+        tmp_path,
+        "exporter-test-fake-wrong",
+        [],
+        {
+            plugins.BACKENDS_NAMESPACE: {
+                "fake-function": "exporter_test_fake_backend:make_backend",
+                "fake-config": "exporter_core.config:OnnxConfig",
+                "fake-abstract": "exporter_test_fake_backend:AbstractBackend",
+                "fake-unnamed": "exporter_test_fake_backend:UnnamedBackend",
+            },
+            plugins.ARCHITECTURES_NAMESPACE: {
+                "fake-backend-as-config": "exporter_test_fake_backend:FakeBackend",
+                "fake-module-as-config": "exporter_core.config",
+            },
+        },
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "exporter_test_fake_backend", raising=False)
@@ -176,9 +218,15 @@ def test_backend_with_missing_requirements_is_unavailable_naming_them(fake_plugi
     assert "pip install exporter-test-fake-needy" in message
 
 
-def test_backend_that_fails_to_import_is_a_plugin_error(fake_plugins: Path) -> None:
-    with pytest.raises(PluginError, match=r"'fake-broken'.*failed to load"):
+def test_backend_that_fails_to_import_is_a_plugin_error_naming_its_distribution(fake_plugins: Path) -> None:
+    with pytest.raises(PluginError) as caught:
         plugins.load_backend("fake-broken")
+    assert str(caught.value) == (
+        f"entry point 'fake-broken' in {plugins.BACKENDS_NAMESPACE}, declared by exporter-test-fake-ok, names "
+        "exporter_test_no_such_module:FakeBackend, which failed to load: "
+        "ModuleNotFoundError: No module named 'exporter_test_no_such_module'"
+    )
+    assert not isinstance(caught.value, UserError)
 
 
 def test_two_distributions_claiming_one_name_is_a_plugin_error(fake_plugins: Path) -> None:
@@ -187,3 +235,73 @@ def test_two_distributions_claiming_one_name_is_a_plugin_error(fake_plugins: Pat
     message = str(caught.value)
     assert "exporter-test-fake-ok" in message and "exporter-test-fake-dup" in message
     assert "uninstall all but one" in message
+
+
+@pytest.mark.parametrize(
+    "namespace, name, target, problem",
+    [
+        (
+            plugins.BACKENDS_NAMESPACE,
+            "fake-function",
+            "exporter_test_fake_backend:make_backend",
+            "a function object, not a subclass of exporter_core.backend.Backend",
+        ),
+        (
+            plugins.BACKENDS_NAMESPACE,
+            "fake-config",
+            "exporter_core.config:OnnxConfig",
+            "the class exporter_core.config.OnnxConfig, not a subclass of exporter_core.backend.Backend",
+        ),
+        (
+            plugins.BACKENDS_NAMESPACE,
+            "fake-abstract",
+            "exporter_test_fake_backend:AbstractBackend",
+            "the class exporter_test_fake_backend.AbstractBackend, an abstract Backend that does not implement export",
+        ),
+        (
+            plugins.BACKENDS_NAMESPACE,
+            "fake-unnamed",
+            "exporter_test_fake_backend:UnnamedBackend",
+            (
+                "the class exporter_test_fake_backend.UnnamedBackend, "
+                "a Backend without the class attribute(s) display_name (strings)"
+            ),
+        ),
+        (
+            plugins.ARCHITECTURES_NAMESPACE,
+            "fake-backend-as-config",
+            "exporter_test_fake_backend:FakeBackend",
+            "the class exporter_test_fake_backend.FakeBackend, not a subclass of exporter_core.config.OnnxConfig",
+        ),
+        (
+            plugins.ARCHITECTURES_NAMESPACE,
+            "fake-module-as-config",
+            "exporter_core.config",
+            "a module object, not a subclass of exporter_core.config.OnnxConfig",
+        ),
+    ],
+)
+def test_an_entry_point_of_the_wrong_kind_is_refused_when_loaded_naming_it(
+    fake_plugins: Path, namespace: str, name: str, target: str, problem: str
+) -> None:
+    load = plugins.load_backend if namespace == plugins.BACKENDS_NAMESPACE else plugins.load_architecture
+    with pytest.raises(InvalidPluginError) as caught:
+        load(name)
+    message = str(caught.value)
+    assert message == (
+        f"entry point {name!r} in {namespace}, declared by exporter-test-fake-wrong, names {target}: {problem}; "
+        "fix the entry point in that package or uninstall it: pip uninstall exporter-test-fake-wrong"
+    )
+    assert isinstance(caught.value, UserError) and isinstance(caught.value, PluginError)
+    assert caught.value.exit_code == 2
+
+
+def test_entry_points_of_the_right_kind_pass_the_check(fake_plugins: Path) -> None:
+    from exporter_core.backend import Backend
+    from exporter_core.config import OnnxConfig
+
+    assert issubclass(plugins.load_backend("fake-ok"), Backend)
+    for info in plugins.list_architectures():
+        if info.distribution == "exporter-core":
+            loaded = plugins.load_architecture(info.name)
+            assert loaded is not None and issubclass(loaded, OnnxConfig)

@@ -15,6 +15,7 @@ __all__ = [
     "ExporterError",
     "InputShapeError",
     "InvalidArgumentError",
+    "InvalidPluginError",
     "MissingDependencyError",
     "ModelNotFoundError",
     "OpsetError",
@@ -90,6 +91,10 @@ class MissingDependencyError(UserError):
 
 class PluginError(ExporterError):
     """A plugin entry point is broken: it fails to load, or two plugins claim one name."""
+
+
+class InvalidPluginError(PluginError, UserError):
+    """An entry point names an object of the wrong kind (a backend that is not a `Backend`, ...)."""
 
 
 class ExportError(ExporterError):
