@@ -12,7 +12,7 @@ import pytest
 from exporter_core.architectures.encoders import BertOnnxConfig
 from exporter_core.config import OnnxSeq2SeqConfigWithPast
 from exporter_core.testing import tiny_model_config
-from exporter_validate import compare_outputs, validate_outputs
+from exporter_validate import compare_outputs, max_abs_difference, validate_outputs
 
 ATOL = 1e-5
 Outputs = dict[str, np.ndarray]
@@ -379,3 +379,30 @@ def test_nan_at_a_padded_position_is_excluded_but_shown(qa_config: BertOnnxConfi
 def test_empty_outputs_compare_equal(qa_config: BertOnnxConfig) -> None:
     empty = {"start_logits": np.zeros((0, 3), np.float32), "end_logits": np.zeros((0, 3), np.float32)}
     assert all(check.passed and check.max_abs_diff == 0.0 for check in compare_outputs(qa_config, {}, empty, dict(empty), ATOL))
+
+
+# -- the worst difference over every output (static-shape backends' padding-effect and other-shape checks) ---------
+
+
+def test_max_abs_difference_takes_the_worst_output_at_real_positions(qa_config: BertOnnxConfig) -> None:
+    inputs = {"attention_mask": np.array([[1, 1, 0]])}
+    ref = {"start_logits": np.zeros((1, 3), np.float32), "end_logits": np.zeros((1, 3), np.float32)}
+    out = {"start_logits": np.array([[0.0, 0.25, 9.0]], np.float32), "end_logits": np.array([[0.5, 0.0, 9.0]], np.float32)}
+    assert max_abs_difference(qa_config, inputs, ref, out) == 0.5
+    assert max_abs_difference(qa_config, {}, ref, out) == 9.0  # no mask: every position counts
+
+
+@pytest.mark.parametrize(
+    ("exported", "expected"),
+    [
+        ({"start_logits": np.array([[np.nan, 0.0]], np.float32)}, float("inf")),  # NaN against a number
+        ({"start_logits": np.zeros((1, 3), np.float32)}, float("inf")),  # another shape
+        ({}, float("inf")),  # an output missing
+    ],
+)
+def test_max_abs_difference_is_infinite_for_nan_shape_or_missing_output(
+    qa_config: BertOnnxConfig, exported: dict[str, np.ndarray], expected: float
+) -> None:
+    ref = {"start_logits": np.zeros((1, 2), np.float32), "end_logits": np.zeros((1, 2), np.float32)}
+    out = {"end_logits": np.zeros((1, 2), np.float32), **exported}
+    assert max_abs_difference(qa_config, {}, ref, out) == expected

@@ -7,7 +7,15 @@ compared (names, shapes, values with an absolute tolerance and no hidden relativ
 
 from __future__ import annotations
 
-from exporter_validate.compare import compare_outputs, reference_outputs, validate_outputs
+from exporter_validate.compare import compare_outputs, max_abs_difference, reference_outputs, validate_outputs
 from exporter_validate.report import ExportReport, OutputCheck, ValidationReport
 
-__all__ = ["ExportReport", "OutputCheck", "ValidationReport", "compare_outputs", "reference_outputs", "validate_outputs"]
+__all__ = [
+    "ExportReport",
+    "OutputCheck",
+    "ValidationReport",
+    "compare_outputs",
+    "max_abs_difference",
+    "reference_outputs",
+    "validate_outputs",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -12,7 +13,7 @@ from exporter_validate.report import OutputCheck, ValidationReport
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.config import OnnxConfig
 
-__all__ = ["compare_outputs", "reference_outputs", "validate_outputs"]
+__all__ = ["compare_outputs", "max_abs_difference", "reference_outputs", "validate_outputs"]
 
 logger = logging.getLogger("exporter")
 
@@ -125,6 +126,22 @@ def compare_outputs(
             _compare_one(name, axes_by_name.get(name, {}), ref, np.asarray(exported[name]), inputs, atol, config)
         )
     return checks
+
+
+def max_abs_difference(
+    config: OnnxConfig,
+    inputs: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    exported: Mapping[str, np.ndarray],
+) -> float:
+    """The worst difference over every reference output, compared as `compare_outputs` compares them (real
+    positions of sequence axes, the same NaN rule); inf when an output is missing or its shape differs."""
+    worst = 0.0
+    for check in compare_outputs(config, inputs, reference, exported, atol=0.0):
+        if not check.shape_ok or check.max_abs_diff is None:
+            return math.inf
+        worst = max(worst, check.max_abs_diff)
+    return worst
 
 
 def validate_outputs(
