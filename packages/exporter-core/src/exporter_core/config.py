@@ -167,6 +167,11 @@ class OnnxConfig:
         """The Transformers config this export config was built from."""
         return self._config
 
+    @property
+    def model_view(self) -> ModelConfigView:
+        """The normalised view of the model config (sizes and special ids under their many names)."""
+        return ModelConfigView(self._config)
+
     @staticmethod
     def use_external_data_format(num_parameters: int) -> bool:
         """True when fp32 weights of `num_parameters` reach the 2 GiB protobuf limit."""
@@ -248,9 +253,9 @@ class OnnxConfig:
             if "bbox" in names:
                 arrays["bbox"] = dummy_inputs.boxes_for(arrays["input_ids"], seed=spec.seed)
         if "pixel_values" in names:
-            image_size = getattr(self._config, "image_size", spec.image_height)
-            height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-            channels = int(getattr(self._config, "num_channels", spec.num_channels))
+            view = self.model_view
+            height, width = view.image_size or (spec.image_height, spec.image_width)
+            channels = view.num_channels or spec.num_channels
             arrays["pixel_values"] = dummy_inputs.image_arrays(spec, preprocessor, height, width, channels)
         return {name: arrays[name] for name in names if name in arrays}
 
@@ -325,7 +330,7 @@ class OnnxConfig:
             cache=self.cache_layout,
         )
         return ExportPlan(
-            model_type=str(getattr(self._config, "model_type", "model")),
+            model_type=self.model_view.model_type,
             feature=self.feature,
             model=model,
             parts=[part],
@@ -443,11 +448,6 @@ class OnnxConfigWithPast(OnnxConfig):
         if hasattr(self._config, "use_cache"):
             return {"use_cache": self.use_past}
         return None
-
-    @property
-    def model_view(self) -> ModelConfigView:
-        """The normalised view of the model config (sizes and special ids under their many names)."""
-        return ModelConfigView(self._config)
 
     @property
     def num_layers(self) -> int:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from exporter_core.model_config import ModelConfigView
+
 __all__ = ["TEXT_INPUTS", "DummySpec", "boxes_for", "image_arrays", "row_lengths", "text_arrays"]
 
 #: Inputs `text_arrays` makes.
@@ -83,9 +85,7 @@ def text_arrays(
             row = tokenizer(first, second, truncation=True, max_length=n)
             for key, value in row.items():
                 encoded.setdefault(key, []).append(list(value))
-        pad_id = tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = getattr(model_config, "pad_token_id", None) or 0
+        pad_id = ModelConfigView(model_config, tokenizer=tokenizer).pad_token_id_or(0)
         arrays = _pad_rows(encoded, lengths, length, pad_id, spec.padding_side)
     else:
         arrays = _random_text(model_config, rows, lengths, length, spec)
@@ -124,23 +124,13 @@ def _pad_rows(
     return out
 
 
-def _special_ids(model_config: Any) -> set[int]:
-    ids = set()
-    for attribute in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "unk_token_id"):
-        value = getattr(model_config, attribute, None)
-        if isinstance(value, int):
-            ids.add(value)
-    return ids
-
-
 def _random_text(model_config: Any, rows: int, lengths: list[int], length: int, spec: DummySpec) -> dict[str, np.ndarray]:
-    vocab = int(getattr(model_config, "vocab_size", 100) or 100)
+    view = ModelConfigView(model_config)
+    vocab = view.vocab_size
     rng = np.random.default_rng(spec.seed)
-    special = _special_ids(model_config)
-    low = min(max(special | {2}) + 1, vocab - 1) if vocab > 8 else 0
+    low = min(max(view.special_token_ids | {2}) + 1, vocab - 1) if vocab > 8 else 0
     ids = rng.integers(low, vocab, size=(rows, length), dtype=np.int64)
-    pad_id = getattr(model_config, "pad_token_id", None)
-    pad_id = pad_id if isinstance(pad_id, int) else 0
+    pad_id = view.pad_token_id_or(0)
     mask = _mask(lengths, length, spec.padding_side)
     ids = np.where(mask == 1, ids, pad_id)
     token_types = np.zeros((rows, length), dtype=np.int64)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from exporter_core.cache import CacheLayout
+from exporter_core.model_config import ModelConfigView
 from exporter_core.plan import CheckResult, Runner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,29 +68,17 @@ class GreedySettings:
     @classmethod
     def from_model(cls, model: Any, max_new_tokens: int) -> "GreedySettings":
         """The settings ``model.generate`` takes from the model's generation config (then its config)."""
-        sources = [getattr(model, "generation_config", None), getattr(model, "config", None)]
-        eos = _ids(_first_set(sources, "eos_token_id"))
-        pad = _first_set(sources, "pad_token_id")
-        if not isinstance(pad, int):
-            pad = eos[0] if eos else 0
-        generation = sources[0]
+        generation = getattr(model, "generation_config", None)
+        view = ModelConfigView(getattr(model, "config", None), generation_config=generation)
         return cls(
             max_new_tokens=max_new_tokens,
-            eos_token_ids=eos,
-            pad_token_id=pad,
+            eos_token_ids=view.eos_token_ids,
+            pad_token_id=view.generation_pad_token_id,
             forced_bos_token_id=getattr(generation, "forced_bos_token_id", None),
             forced_eos_token_ids=_ids(getattr(generation, "forced_eos_token_id", None)),
             min_length=int(getattr(generation, "min_length", 0) or 0),
             min_new_tokens=int(getattr(generation, "min_new_tokens", 0) or 0),
         )
-
-
-def _first_set(sources: list[Any], name: str) -> Any:
-    for source in sources:
-        value = getattr(source, name, None)
-        if value is not None:
-            return value
-    return None
 
 
 def _ids(value: Any) -> tuple[int, ...]:
@@ -381,8 +370,6 @@ def seq2seq_parity(
     `config` is the encoder-decoder architecture config; `runners` holds one runner per part name (encoder,
     decoder, decoder_with_past). The encoder rows have different real lengths (right padding).
     """
-    from exporter_core.model_config import ModelConfigView
-
     name = "generation parity"
     settings = GreedySettings.from_model(model, max_new_tokens)
     start = ModelConfigView(model.config, generation_config=getattr(model, "generation_config", None)).decoder_start_token_id

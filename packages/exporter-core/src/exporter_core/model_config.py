@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["ModelConfigView", "first_int"]
+__all__ = ["ALIASES", "ModelConfigView", "SPECIAL_TOKEN_NAMES", "first_int"]
 
 #: Attribute names per quantity, in the order they are looked up.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -23,6 +23,17 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "max_positions": ("max_position_embeddings", "n_positions", "max_positions", "max_seq_len"),
     "vocab_size": ("vocab_size", "n_vocab"),
 }
+
+#: Special token ids a config may name; random dummy text avoids all of them.
+SPECIAL_TOKEN_NAMES = (
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "cls_token_id",
+    "unk_token_id",
+    "decoder_start_token_id",
+)
 
 
 def first_int(sources: Sequence[Any], names: Sequence[str], *, minimum: int | None = None) -> int | None:
@@ -90,6 +101,12 @@ class ModelConfigView:
         return value if value is not None else self.hidden_size // self.num_attention_heads
 
     @property
+    def decoder_head_dim(self) -> int:
+        """Size of one head of an encoder-decoder's (or a decoder used alone's) decoder attentions."""
+        value = first_int([self.config], ("head_dim", "d_kv", "attention_head_size"), minimum=1)
+        return value if value is not None else self.hidden_size // self.decoder_attention_heads
+
+    @property
     def encoder_layers(self) -> int:
         """Encoder layers of an encoder-decoder."""
         return self._size("encoder_layers")
@@ -122,6 +139,21 @@ class ModelConfigView:
         return self._size("vocab_size")
 
     @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(height, width) of the images the model takes, from ``image_size`` (an int or a pair); None without one."""
+        size = getattr(self.config, "image_size", None)
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size, size
+        if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+            return int(size[0]), int(size[1])
+        return None
+
+    @property
+    def num_channels(self) -> int | None:
+        """Channels of the images the model takes; None when the config names none."""
+        return first_int([self.config], ("num_channels",), minimum=1)
+
+    @property
     def decoder_vocab_size(self) -> int:
         """Vocabulary of the decoder (Marian may have its own)."""
         value = first_int([self.config], ("decoder_vocab_size", "vocab_size"), minimum=1)
@@ -137,6 +169,24 @@ class ModelConfigView:
         """`pad_token_id`, or `default` when nothing names one (inputs must still be filled with something)."""
         value = self.pad_token_id
         return default if value is None else value
+
+    @property
+    def generation_pad_token_id(self) -> int:
+        """The id ``generate`` pads finished rows with: the generation config's, else the model config's, else the
+        first end-of-sequence id, else 0."""
+        value = first_int([self.generation_config, self.config], ("pad_token_id",), minimum=0)
+        if value is not None:
+            return value
+        eos = self.eos_token_ids
+        return eos[0] if eos else 0
+
+    @property
+    def single_eos_token_id(self) -> int | None:
+        """The model config's end-of-sequence id when it names exactly one, else None."""
+        value = getattr(self.config, "eos_token_id", None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if len(value) == 1 else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
@@ -165,10 +215,11 @@ class ModelConfigView:
 
     @property
     def special_token_ids(self) -> set[int]:
-        """Ids of the pad, bos and eos tokens the model config names."""
+        """Every special token id the model config names (`SPECIAL_TOKEN_NAMES`; each eos id of a list)."""
         found = set()
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            value = first_int([self.config], (name,), minimum=0)
-            if value is not None:
-                found.add(value)
+        for name in SPECIAL_TOKEN_NAMES:
+            value = getattr(self.config, name, None)
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+                    found.add(item)
         return found

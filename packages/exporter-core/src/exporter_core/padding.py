@@ -71,13 +71,10 @@ def static_shape_of(inputs: Mapping[str, Any], axes: Mapping[str, Mapping[int, s
 
 
 def pad_token_id_for(model_config: Any, preprocessor: Any = None) -> int:
-    """The id padding uses: the tokenizer's pad token, else the model config's, else 0."""
-    tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
-    for source in (tokenizer, model_config):
-        value = getattr(source, "pad_token_id", None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return 0
+    """The id padding uses: the tokenizer's pad token, else the model config's, else 0 (`ModelConfigView`)."""
+    from exporter_core.model_config import ModelConfigView
+
+    return ModelConfigView(model_config, tokenizer=preprocessor).pad_token_id_or(0)
 
 
 def _is_paddable(axis_name: str) -> bool:

@@ -105,7 +105,7 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
         use_past: bool = False,
     ) -> None:
         super().__init__(config, task=task, patching_specs=patching_specs, use_past=use_past)
-        if task == "sequence-classification" and getattr(config, "pad_token_id", None) is None:
+        if task == "sequence-classification" and ModelConfigView(config).pad_token_id is None:
             raise UnsupportedFeatureError(
                 f"{config.model_type} sequence-classification pools each row's last token that is not padding, and "
                 "the model config sets no pad_token_id; set pad_token_id in config.json (for example to the "
@@ -320,13 +320,19 @@ class BartDecoderOnnxConfig(DecoderOnnxConfig):
 
     @property
     def num_layers(self) -> int:
-        value = getattr(self._config, "decoder_layers", None)
-        return value if isinstance(value, int) else super().num_layers
+        return self.model_view.decoder_layers
 
     @property
     def num_attention_heads(self) -> int:
-        value = getattr(self._config, "decoder_attention_heads", None)
-        return value if isinstance(value, int) else super().num_attention_heads
+        return self.model_view.decoder_attention_heads
+
+    @property
+    def num_key_value_heads(self) -> int:
+        return self.model_view.decoder_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_view.decoder_head_dim
 
 
 class CausalLMFromDecoderMixin:

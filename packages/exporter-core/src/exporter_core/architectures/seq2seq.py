@@ -35,6 +35,7 @@ from exporter_core import dummy_inputs
 from exporter_core.architectures.decoders import CausalLMFromDecoderMixin, cache_keyword
 from exporter_core.cache import CacheLayout
 from exporter_core.config import OnnxConfig, OnnxSeq2SeqConfigWithPast
+from exporter_core.model_config import ModelConfigView
 from exporter_core.tasks import COMMON_OUTPUTS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,12 +116,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
     @property
     def head_dim(self) -> int:
         """Size of one attention head (axis 3 of every past tensor)."""
-        explicit = self.model_view.config
-        for attribute in ("d_kv", "head_dim"):
-            value = getattr(explicit, attribute, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        return self.hidden_size // self.num_decoder_heads
+        return self.model_view.decoder_head_dim
 
     @property
     def decoder_vocab_size(self) -> int:
@@ -311,7 +307,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
                 PlanPart(name, artifact, decoder, decoder.module_of(model), decoder.validation_scenarios(preprocessor), self.layout)
             )
         return ExportPlan(
-            model_type=str(getattr(self._config, "model_type", "model")),
+            model_type=self.model_view.model_type,
             feature=self.feature,
             model=model,
             parts=parts,
@@ -568,14 +564,14 @@ class _BartFamilyOnnxConfig(CausalLMFromDecoderMixin, Seq2SeqOnnxConfig):
 
     def encoder_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
         arrays = super().encoder_arrays(preprocessor, spec)
-        eos = getattr(self._config, "eos_token_id", None)
-        if self.is_decoding_task or not isinstance(eos, int) or isinstance(eos, bool):
+        eos = self.model_view.single_eos_token_id
+        if self.is_decoding_task or eos is None:
             return arrays
         ids, mask = arrays["input_ids"].copy(), arrays["attention_mask"]
         counts = (ids == eos).sum(axis=1)
         if counts.min() == counts.max() and counts.min() > 0:
             return arrays
-        filler = _filler_token(self._config, eos)
+        filler = _filler_token(self.model_view, eos)
         ids[ids == eos] = filler
         last_real = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
         ids[np.arange(ids.shape[0]), last_real] = eos
@@ -583,13 +579,9 @@ class _BartFamilyOnnxConfig(CausalLMFromDecoderMixin, Seq2SeqOnnxConfig):
         return arrays
 
 
-def _filler_token(model_config: Any, eos: int) -> int:
-    special = {eos}
-    for attribute in ("pad_token_id", "bos_token_id", "unk_token_id", "decoder_start_token_id"):
-        value = getattr(model_config, attribute, None)
-        if isinstance(value, int):
-            special.add(value)
-    return next(i for i in range(max(special) + 1, max(special) + len(special) + 2) if i not in special)
+def _filler_token(view: ModelConfigView, eos: int) -> int:
+    """An ordinary token to put where random ids hit `eos`: the first id above every special one."""
+    return max(view.special_token_ids | {eos}) + 1
 
 
 #: Tiny sizes shared by the BART-like encoder-decoders (vocabulary 99; pad 1, bos 0, eos 2, decoder start 2).

@@ -17,6 +17,7 @@ import numpy as np
 from exporter_core import dummy_inputs
 from exporter_core.config import OnnxConfig
 from exporter_core.errors import InvalidArgumentError
+from exporter_core.model_config import ModelConfigView
 
 __all__ = [
     "BeitOnnxConfig",
@@ -34,12 +35,11 @@ _TEXT_AXES: Mapping[int, str] = {0: "batch", 1: "sequence"}
 
 def image_size_of(model_config: Any) -> tuple[int, int]:
     """(height, width) of the images the model takes, from ``image_size`` (an int or a pair)."""
-    size = getattr(model_config, "image_size", None)
-    if isinstance(size, int):
-        return size, size
-    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
-        return int(size[0]), int(size[1])
-    raise AttributeError(f"{type(model_config).__name__} has no usable image_size ({size!r}); override `dummy_arrays`")
+    size = ModelConfigView(model_config).image_size
+    if size is None:
+        found = getattr(model_config, "image_size", None)
+        raise AttributeError(f"{type(model_config).__name__} has no usable image_size ({found!r}); override `dummy_arrays`")
+    return size
 
 
 def _image_processor(preprocessor: Any) -> Any | None:
@@ -58,7 +58,7 @@ def _image_processor(preprocessor: Any) -> Any | None:
 
 def _pixel_values(model_config: Any, preprocessor: Any, spec: dummy_inputs.DummySpec) -> np.ndarray:
     height, width = image_size_of(model_config)
-    channels = int(getattr(model_config, "num_channels", 3) or 3)
+    channels = ModelConfigView(model_config).num_channels or 3
     return dummy_inputs.image_arrays(spec, _image_processor(preprocessor), height, width, channels)
 
 
