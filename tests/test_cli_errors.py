@@ -145,6 +145,30 @@ def test_verbose_shows_traceback(tmp_path):
     assert "Traceback" in result.stderr and "ModelNotFoundError" in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["-v", "--verbose"])
+def test_verbose_before_the_backend_is_recognised(flag, tmp_path):
+    from exporter.cli import main
+    from exporter_core.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError):
+        main([flag, "onnx", "--model", str(tmp_path / "nope"), str(tmp_path / "out")])
+
+
+def test_verbose_before_the_backend_in_a_fresh_process(tmp_path):
+    result = run_module("exporter", "-v", "onnx", "--model", str(tmp_path / "nope"), str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ModelNotFoundError" in result.stderr
+
+
+def test_backend_options_are_still_parsed_with_a_global_option_first(tmp_path, capsys):
+    from exporter.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["-v", "onnx", "--model", str(tmp_path / "nope"), "--engine", "nope", str(tmp_path / "out")])
+    assert caught.value.code == 2
+    assert "exporter onnx: error: argument --engine: invalid choice: 'nope'" in capsys.readouterr().err
+
+
 def test_subprocess_error_has_no_traceback(tmp_path):
     result = run_module("exporter.onnx", "--model", str(tmp_path / "nope"), str(tmp_path / "out"))
     assert result.returncode == 2

@@ -13,7 +13,7 @@ import exporter
 from exporter import cli
 from exporter.pipeline import check_atol, report_name, resolve_output
 from exporter_core import plugins
-from exporter_core.errors import BackendNotInstalledError, InvalidArgumentError
+from exporter_core.errors import BackendNotInstalledError, InvalidArgumentError, InvalidPluginError, ModelNotFoundError
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "tiny-bert"
 
@@ -40,10 +40,108 @@ def test_one_call_api_without_backend(no_backends, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_one_call_api_unknown_backend_lists_installed(no_backends, tmp_path):
+    with pytest.raises(BackendNotInstalledError) as caught:
+        exporter.export(EXAMPLE, tmp_path, format="coreml")
+    assert str(caught.value) == (
+        "no backend named 'coreml' is installed (installed: none); "
+        "pip install the package that provides it, then check with: exporter backends"
+    )
+
+
 def test_backends_command_without_backends(no_backends, capsys):
     assert cli.main(["backends"]) == 0
-    assert "no backends installed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("no backends installed; install one: pip install ")
+    assert "exporter-onnx" in out and "exporter-torchscript" in out
     assert exporter.list_backends() == []
+
+
+def test_backend_extras_are_read_from_the_facade_metadata():
+    from exporter.install import backend_extras, backend_packages
+
+    extras = backend_extras()
+    assert extras["onnx"] == ["exporter-onnx"] and extras["torchscript"] == ["exporter-torchscript"]
+    assert "test" not in extras  # pytest & co. are not pinned to the facade's version
+    assert backend_packages("test") == [] and backend_packages("coreml") == []
+
+
+# -- global options: argparse reads them before the command; each command's parser reads them after it --------
+
+
+@pytest.mark.parametrize("flag", ["-v", "--verbose"])
+def test_verbose_before_the_command_is_recognised(flag, tmp_path):
+    with pytest.raises(ModelNotFoundError):
+        cli.main([flag, "features", str(tmp_path / "nope" / "checkpoint")])
+
+
+def test_verbose_after_the_command_is_recognised(tmp_path):
+    with pytest.raises(ModelNotFoundError):
+        cli.main(["features", str(tmp_path / "nope" / "checkpoint"), "--verbose"])
+
+
+def test_without_verbose_a_mistake_is_one_line(tmp_path, capsys):
+    assert cli.main(["features", str(tmp_path / "nope" / "checkpoint")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no such folder" in err[0]
+
+
+def test_version_and_help_list_the_commands(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"exporter {exporter.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["-v", "--help"])
+    out = capsys.readouterr().out
+    assert "usage: exporter [-h] [-v] [--version] [COMMAND] ..." in out
+    for name in ["backends", "features", *exporter.list_backends()]:
+        assert f"\n  {name} " in out
+
+
+@pytest.mark.parametrize("argv", [["--version", "features"], ["features", "--version"], ["backends", "--version"]])
+def test_global_options_go_before_or_after_the_command(argv, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"exporter {exporter.__version__}"
+
+
+# -- a backend entry point of the wrong kind: one error line naming the distribution ---------------------------
+
+
+@pytest.fixture
+def wrong_kind_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An installed-looking distribution whose backend entry point names a config class instead of a Backend."""
+    from stevedore.extension import ExtensionManager
+
+    info = tmp_path / "exporter_test_wrong_kind-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: exporter-test-wrong-kind\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{plugins.BACKENDS_NAMESPACE}]\nwrongkind = exporter_core.config:OnnxConfig\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(ExtensionManager, "ENTRY_POINT_CACHE", {})
+    return "wrongkind"
+
+
+def test_backend_of_the_wrong_kind_is_one_error_line(wrong_kind_backend, tmp_path, capsys):
+    code = cli.main([wrong_kind_backend, "--model", str(EXAMPLE), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        "error: entry point 'wrongkind' in exporter.backends, declared by exporter-test-wrong-kind, names "
+        "exporter_core.config:OnnxConfig: the class exporter_core.config.OnnxConfig, not a subclass of "
+        "exporter_core.backend.Backend; fix the entry point in that package or uninstall it: "
+        "pip uninstall exporter-test-wrong-kind"
+    )
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InvalidPluginError):
+        cli.main(["-v", wrong_kind_backend, "--model", str(EXAMPLE), str(tmp_path / "out")])
+    with pytest.raises(InvalidPluginError):
+        cli.main([wrong_kind_backend, "--verbose", "--model", str(EXAMPLE), str(tmp_path / "out")])
+    assert cli.main(["backends"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrongkind ")]
+    assert len(listed) == 1 and "installed, not usable: entry point 'wrongkind'" in listed[0]
 
 
 def test_features_command_needs_no_backend(no_backends, capsys):

@@ -12,7 +12,10 @@ The facade over exporter's packages. Backends are separate distributions found t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_validate import ExportReport
 
 __all__ = ["export", "list_backends"]
 
@@ -30,15 +33,20 @@ def export(
     cache_dir: str | Path | None = None,
     keep_invalid: bool = False,
     **options: Any,
-) -> Any:
+) -> ExportReport:
     """Export the checkpoint `model` (folder or cached hub id) with backend `format` into `output`.
 
     Backend options go as keywords (``opset=14`` for ONNX). Returns the `ExportReport`; raises
     `exporter_core.errors.ValidationError` (with ``.report``) when the artifact does not match PyTorch,
-    and a `UserError` subclass for a mistake in the request.
+    and a `UserError` subclass for a mistake in the request (a backend that is not installed names the
+    package to install).
     """
+    from exporter.install import not_installed_error
     from exporter.pipeline import run_export
 
+    installed = list_backends()
+    if format not in installed:
+        raise not_installed_error(format, installed)
     return run_export(
         format,
         model,

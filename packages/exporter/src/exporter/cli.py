@@ -1,8 +1,12 @@
-"""The ``exporter`` command line: ``exporter <backend> ...``, ``exporter backends``, ``exporter features``.
+"""The ``exporter`` command line: ``exporter [-v] <backend> ...``, ``exporter backends``, ``exporter features``.
 
 A user mistake prints one ``error:`` line and exits 2; a failed validation exits 1 and keeps no model
 unless ``--keep-invalid``; ``--verbose`` shows tracebacks. Backends add their own options to their
 subcommand; only the backend named on the command line is imported.
+
+Parsing has two argparse stages, as git and pip do: the first reads the global options and the command
+name and leaves the rest to the command's own parser, which for a backend exists only once that backend
+is loaded. Every command's parser takes the global options too, so they go before or after the command.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from exporter_core import plugins
 from exporter_core.errors import ExporterError, UserError, ValidationError
 from exporter_core.loading import PREPROCESSOR_KINDS
 from exporter_core.tasks import AVAILABLE_FEATURES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_core.backend import Backend
 
 __all__ = ["add_common_arguments", "main", "run_cli"]
 
@@ -88,7 +96,7 @@ def _setup_logging() -> None:
     logger.propagate = False
 
 
-def run_cli(func: Any, args: argparse.Namespace) -> int:
+def run_cli(func: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
     """Run `func(args)`, turning exporter errors into one line and an exit status."""
     verbose = bool(getattr(args, "verbose", False))
     try:
@@ -137,7 +145,10 @@ def export_command(backend_name: str, args: argparse.Namespace, options: dict[st
 def _print_backends(_args: argparse.Namespace) -> None:
     infos = plugins.list_backends()
     if not infos:
-        print("no backends installed; install one, for example: pip install exporter-onnx")
+        from exporter.install import backend_extras
+
+        choices = " | ".join(" ".join(packages) for packages in backend_extras().values())
+        print(f"no backends installed; install one: pip install {choices or 'the package that provides it'}")
         return
     for info in infos:
         status = "ready"
@@ -166,59 +177,126 @@ def _print_features(args: argparse.Namespace) -> None:
         print(feature)
 
 
-def _build_parser(backend_names: list[str], chosen: str | None) -> tuple[argparse.ArgumentParser, Any]:
-    parser = argparse.ArgumentParser(prog="exporter", description="Export 🤗 Transformers models to ONNX, TorchScript and AWS Neuron, validated against PyTorch.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    backends_parser = sub.add_parser("backends", help="List installed backends and whether each can run here.")
-    backends_parser.set_defaults(func=_print_backends)
-    features_parser = sub.add_parser("features", help="List the features of a model type or checkpoint folder.")
-    features_parser.add_argument("model_type", help="A Transformers model_type (bert) or a checkpoint folder.")
-    features_parser.add_argument("-v", "--verbose", action="store_true")
-    features_parser.set_defaults(func=_print_features)
-    backend_cls = None
-    for name in backend_names:
-        if name != chosen:
-            sub.add_parser(name, help=f"Export with the {name} backend (see `exporter {name} --help`).", add_help=False)
-            continue
-        backend_cls = plugins.load_backend(name)
-        backend_parser = sub.add_parser(name, help=f"Export with the {name} backend.")
-        add_common_arguments(backend_parser)
-        backend_cls.add_arguments(backend_parser)
-    return parser, backend_cls
+def _add_backends_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(func=_print_backends)
+
+
+def _add_features_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_type", help="A Transformers model_type (bert) or a checkpoint folder.")
+    parser.set_defaults(func=_print_features)
+
+
+#: Commands that are not backends: name -> (help line, function adding its arguments and ``func``).
+BUILTIN_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "backends": ("List installed backends and whether each can run here.", _add_backends_arguments),
+    "features": ("List the features of a model type or checkpoint folder.", _add_features_arguments),
+}
+
+
+def _add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show tracebacks and library warnings.")
+
+
+def _add_version_argument(parser: argparse.ArgumentParser) -> None:
+    from exporter import __version__
+
+    parser.add_argument("--version", action="version", version=f"exporter {__version__}")
+
+
+def _add_global_arguments(parser: argparse.ArgumentParser) -> None:
+    """The global options, on the top parser and on every command's (where the command has none of that name)."""
+    for add in (_add_verbose_argument, _add_version_argument):
+        with contextlib.suppress(argparse.ArgumentError):  # the command defines an option of that name itself
+            add(parser)
+
+
+def _global_parser(backend_names: list[str]) -> argparse.ArgumentParser:
+    """Stage one: global options, the command name, and the command's arguments left unparsed."""
+    commands = [(name, text) for name, (text, _) in BUILTIN_COMMANDS.items()]
+    commands += [(name, f"Export with the {name} backend (see `exporter {name} --help`).") for name in backend_names]
+    listing = "\n".join(f"  {name:<12} {text}" for name, text in commands)
+    parser = argparse.ArgumentParser(
+        prog="exporter",
+        description="Export 🤗 Transformers models to ONNX, TorchScript and AWS Neuron, validated against PyTorch.",
+        epilog=f"commands:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_global_arguments(parser)
+    parser.add_argument("command", nargs="?", metavar="COMMAND", help="One of the commands below.")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, metavar="...", help="The command's own arguments.")
+    return parser
+
+
+def _command_parser(prog: str, add_arguments: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog)
+    add_arguments(parser)
+    _add_global_arguments(parser)
+    return parser
+
+
+def _backend_parser(name: str, backend_cls: type[Backend], arguments: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser of ``exporter <name> ...`` and the arguments it reads.
+
+    A backend may offer sub-actions (``exporter neuron analyze ...``): `subcommands()` maps each name to a function
+    that adds the sub-action's arguments to a parser and sets ``func``. A sub-action is named right after the
+    backend, so an export into a folder of that name needs a path (``./analyze``).
+    """
+    actions = backend_cls.subcommands()
+    if arguments and arguments[0] in actions:
+        return _command_parser(f"exporter {name} {arguments[0]}", actions[arguments[0]]), arguments[1:]
+
+    def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.description = f"Export with the {name} backend."
+        add_common_arguments(parser)
+        backend_cls.add_arguments(parser)
+        # Options are read inside run_cli so that a backend refusing them gives one error line and exit 2.
+        parser.set_defaults(func=lambda a: export_command(name, a, backend_cls.options_from_arguments(a)))
+
+    return _command_parser(f"exporter {name}", add_export_arguments), arguments
+
+
+def _verbose_in(arguments: list[str]) -> bool:
+    """Whether a command's arguments ask for --verbose, read without the command's own parser."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_verbose_argument(parser)
+    known, _ = parser.parse_known_args(arguments)
+    return bool(known.verbose)
+
+
+def _report(exc: ExporterError, verbose: bool) -> int:
+    """Print `exc` as one error line (or re-raise it with --verbose) and return its exit status."""
+    if verbose:
+        raise exc
+    print(f"error: {exc}", file=sys.stderr)
+    return exc.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``exporter`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
     names = [p.name for p in plugins.list_backends()]
-    chosen = argv[0] if argv and argv[0] in names else None
-    verbose = "--verbose" in argv or "-v" in argv
-    try:
-        parser, backend_cls = _build_parser(names, chosen)
-    except ExporterError as exc:
-        if verbose:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    if argv and not argv[0].startswith("-") and argv[0] not in names and argv[0] not in ("backends", "features"):
-        dist = plugins.KNOWN_BACKEND_DISTRIBUTIONS.get(argv[0])
-        hint = f"install it with: pip install {dist}" if dist else "run `exporter backends` to see what is installed"
-        print(f"error: unknown command or backend {argv[0]!r}; {hint}", file=sys.stderr)
+    top = _global_parser(names)
+    first = top.parse_args(list(sys.argv[1:] if argv is None else argv))
+    command: str | None = first.command
+    arguments: list[str] = first.arguments
+    if command is None:
+        top.print_help()
         return 2
-    # A backend may offer sub-actions (`exporter neuron analyze ...`): `subcommands()` maps each name to a function
-    # that adds the sub-action's arguments to a parser and sets `func`, which then runs like any command.
-    actions = backend_cls.subcommands() if backend_cls is not None else {}
-    if len(argv) > 1 and argv[1] in actions:
-        action_parser = argparse.ArgumentParser(prog=f"exporter {chosen} {argv[1]}")
-        actions[argv[1]](action_parser)
-        action_args = action_parser.parse_args(argv[2:])
-        return run_cli(action_args.func, action_args)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    if command in BUILTIN_COMMANDS:
+        parser = _command_parser(f"exporter {command}", BUILTIN_COMMANDS[command][1])
+    elif command in names:
+        try:
+            backend_cls = plugins.load_backend(command)
+        except ExporterError as exc:
+            return _report(exc, first.verbose or _verbose_in(arguments))
+        parser, arguments = _backend_parser(command, backend_cls, arguments)
+    else:
+        from exporter.install import backend_packages
+
+        packages = backend_packages(command)
+        hint = f"install it with: pip install {' '.join(packages)}" if packages else "run `exporter backends` to see what is installed"
+        print(f"error: unknown command or backend {command!r}; {hint}", file=sys.stderr)
         return 2
-    if backend_cls is not None:
-        # Options are read inside run_cli so that a backend refusing them gives one error line and exit 2.
-        return run_cli(lambda a: export_command(chosen, a, backend_cls.options_from_arguments(a)), args)
+    args = parser.parse_args(arguments)
+    args.verbose = bool(getattr(args, "verbose", False)) or first.verbose
     return run_cli(args.func, args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter_core.plugins import ARCHITECTURES_NAMESPACE, list_architectures
+from exporter_core.plugins import list_architectures, load_architecture
 
 
 def _class_names() -> dict[str, str]:
@@ -23,9 +23,9 @@ def __getattr__(name: str) -> Any:
     model_type = _class_names().get(name)
     if model_type is None:
         raise AttributeError(f"module 'exporter.configs' has no config {name!r} (installed: {', '.join(sorted(_class_names()))})")
-    from exporter_core.plugins import _load
-
-    cls = _load(ARCHITECTURES_NAMESPACE, model_type)
+    cls = load_architecture(model_type)
+    if cls is None:  # pragma: no cover - listed a moment ago
+        raise AttributeError(f"config {name!r} was uninstalled while loading")
     if cls.__name__ != name:  # an alias entry point for the same model type
         raise AttributeError(f"config {name!r} resolved to {cls.__name__}")
     return cls
