@@ -79,6 +79,18 @@ class OnnxConfig:
     #: its guard fails for an installed architecture that leaves it empty.
     tiny_config: ClassVar[Mapping[str, Any]] = {}
 
+    @classmethod
+    def supported_features(cls, model_type: str) -> tuple[str, ...]:
+        """Features of `model_type` this config serves; a generic family registered for several model types
+        narrows `features` to the heads Transformers has for each."""
+        return tuple(cls.features)
+
+    @classmethod
+    def tiny_sizes(cls, model_type: str) -> Mapping[str, Any]:
+        """Keyword arguments of ``AutoConfig.for_model(model_type, ...)`` for a tiny test model (`tiny_config` unless
+        a generic family derives them per model type)."""
+        return cls.tiny_config
+
     _tasks_to_common_outputs = COMMON_OUTPUTS
 
     def __init__(
@@ -106,9 +118,10 @@ class OnnxConfig:
     @classmethod
     def for_feature(cls, config: PretrainedConfig, feature: str) -> "OnnxConfig":
         """Config for a feature name as the command line spells it (``causal-lm-with-past`` included)."""
-        if feature not in cls.features:
+        supported = cls.supported_features(str(getattr(config, "model_type", "")))
+        if feature not in supported:
             raise UnsupportedFeatureError(
-                f"{cls.__name__} does not support feature {feature!r}; supported: {', '.join(cls.features)}"
+                f"{cls.__name__} does not support feature {feature!r}; supported: {', '.join(supported)}"
             )
         if is_with_past(feature):
             return cls.with_past(config, task=feature_to_task(feature))  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ def config_class_for(model_type: str) -> type:
 
 def supported_features(model_type: str) -> tuple[str, ...]:
     """Features the installed config for `model_type` declares."""
-    return tuple(config_class_for(model_type).features)
+    return tuple(config_class_for(model_type).supported_features(model_type))
 
 
 class FeaturesManager:
@@ -52,7 +52,7 @@ class FeaturesManager:
             if model_name:
                 raise UnsupportedModelTypeError(f"{model_name}: {exc}") from None
             raise
-        return {feature: functools.partial(cls.for_feature, feature=feature) for feature in cls.features}
+        return {feature: functools.partial(cls.for_feature, feature=feature) for feature in cls.supported_features(model_type)}
 
     @staticmethod
     def feature_to_task(feature: str) -> str:

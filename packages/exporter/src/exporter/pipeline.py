@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from exporter_core import loading, plugins
 from exporter_core.backend import ExportRequest
@@ -18,6 +18,9 @@ from exporter_core.errors import (
 )
 from exporter_core.features import config_class_for
 from exporter_core.output import StagedOutput, ensure_writable_folder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_validate import ExportReport
 
 __all__ = ["check_atol", "resolve_output", "run_export"]
 
@@ -59,7 +62,7 @@ def run_export(
     keep_invalid: bool = False,
     options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
-) -> Any:
+) -> ExportReport:
     """Export `model` with backend `backend_name` into `output`, validate, and keep the files only if valid.
 
     Returns the `ExportReport`; raises `ValidationError` (carrying the report) when validation fails.
@@ -81,9 +84,10 @@ def run_export(
     folder = loading.resolve_checkpoint(model, cache_dir=cache_dir)
     model_type = loading.read_model_type(folder)
     config_cls = config_class_for(model_type)
-    if feature not in config_cls.features:
+    supported = config_cls.supported_features(model_type)
+    if feature not in supported:
         raise UnsupportedFeatureError(
-            f"{model_type} does not support feature {feature!r}; supported features: {', '.join(config_cls.features)}"
+            f"{model_type} does not support feature {feature!r}; supported features: {', '.join(supported)}"
         )
     destination, artifact = resolve_output(output, backend_cls.default_artifact)
     ensure_writable_folder(destination)
