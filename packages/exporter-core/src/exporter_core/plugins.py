@@ -166,7 +166,7 @@ def _load(namespace: str, name: str) -> Any:
         ) from exc
 
     try:
-        manager = driver.DriverManager(
+        manager: driver.DriverManager[Any] = driver.DriverManager(
             namespace,
             name,
             invoke_on_load=False,

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import exporter_torchscript as _exporter_torchscript  # noqa: F401
@@ -19,6 +19,9 @@ except ImportError as _exc:  # pragma: no cover - exercised in the facade-only n
     raise ImportError("exporter.torchscript needs the TorchScript backend: pip install exporter-torchscript") from _exc
 
 from exporter_torchscript import TracedModel, TraceMetadata, load, read_metadata, trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_validate import ExportReport
 
 __all__ = ["TraceMetadata", "TracedModel", "export", "load", "read_metadata", "trace"]
 
@@ -34,7 +37,7 @@ def export(
     preprocessor: str = "auto",
     cache_dir: str | Path | None = None,
     keep_invalid: bool = False,
-) -> Any:
+) -> ExportReport:
     """Trace the checkpoint `model` at (batch_size, sequence_length) into `output` and validate the saved file.
 
     Sizes default to the architecture's (2 × 8 for most text models); they are the largest the saved module
