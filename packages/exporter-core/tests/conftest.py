@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+# The test kit's pytest plugin is tested by running pytest inside pytest.
+pytest_plugins = ("pytester",)
+
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Any:

@@ -1,91 +1,103 @@
 """A small public test kit: tiny random-weight checkpoints built offline.
 
-`build_tiny_checkpoint("bert", "masked-lm", folder)` writes config, weights and (for text models) a small
-WordLevel tokenizer or (for vision models) an image processor into `folder` with `save_pretrained`, so
-preprocessor-driven code runs with no hub.
-The sizes are the classic test sizes (hidden 32, 2 layers, 4 heads, intermediate 37, vocab 99).
+Every architecture config declares its own tiny sizes (`OnnxConfig.tiny_config`, keyword arguments of
+``AutoConfig.for_model``), so a third-party architecture is built exactly like a first-party one.
+`build_tiny_checkpoint("bert", "masked-lm", folder)` writes config, weights and (on request) a small WordLevel
+tokenizer or an image processor into `folder` with `save_pretrained`, so preprocessor-driven code runs with no hub.
+The export cases built on these checkpoints live in `exporter_core.export_cases`; the pytest fixtures in
+`exporter_core.pytest_plugin`.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "TINY_CONFIGS",
+    "INIT_STD",
+    "SPECIAL_TOKENS",
     "build_tiny_checkpoint",
     "build_tiny_image_processor",
     "build_tiny_tokenizer",
+    "init_std_overrides",
+    "preprocessor_kind",
+    "tiny_config_for",
     "tiny_model_config",
 ]
-
-_TEXT = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "intermediate_size": 37, "max_position_embeddings": 64}
-_SEQ2SEQ = {"vocab_size": 99, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
-            "decoder_attention_heads": 4, "encoder_ffn_dim": 37, "decoder_ffn_dim": 37, "max_position_embeddings": 64,
-            "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2}
-_VISION = {"image_size": 30, "patch_size": 2, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2,
-           "num_attention_heads": 4, "intermediate_size": 37}
-
-#: model_type -> keyword arguments of `AutoConfig.for_model` giving a tiny model that runs (Transformers 5.24).
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "albert": {**_TEXT, "embedding_size": 16},
-    "bert": dict(_TEXT),
-    "big_bird": {**_TEXT, "attention_type": "original_full"},
-    "camembert": dict(_TEXT),
-    "convbert": {**_TEXT, "embedding_size": 32, "head_ratio": 2, "conv_kernel_size": 9},
-    "data2vec-text": dict(_TEXT),
-    "distilbert": {"vocab_size": 99, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37, "max_position_embeddings": 64},
-    "electra": {**_TEXT, "embedding_size": 16},
-    "flaubert": {"vocab_size": 99, "emb_dim": 32, "n_layers": 2, "n_heads": 4, "max_position_embeddings": 64},
-    "ibert": {**_TEXT, "quant_mode": False},
-    "layoutlm": dict(_TEXT),
-    "mobilebert": {**_TEXT, "embedding_size": 16, "intra_bottleneck_size": 16, "true_hidden_size": 16},
-    "roberta": dict(_TEXT),
-    "roformer": {**_TEXT, "embedding_size": 32},
-    "squeezebert": {**_TEXT, "intermediate_size": 32, "embedding_size": 32, "q_groups": 2, "k_groups": 2, "v_groups": 2,
-                    "post_attention_groups": 2, "intermediate_groups": 2, "output_groups": 2},
-    "xlm": {"vocab_size": 99, "emb_dim": 32, "n_layers": 2, "n_heads": 4, "max_position_embeddings": 64},
-    "xlm-roberta": dict(_TEXT),
-    "xlm-roberta-xl": dict(_TEXT),
-    "gpt2": {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 64,
-             "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0},
-    "gpt_neo": {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 37,
-                "max_position_embeddings": 64, "attention_types": [[["global", "local"], 1]], "window_size": 8,
-                "bos_token_id": 0, "eos_token_id": 0},
-    "gptj": {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 64,
-             "rotary_dim": 4, "bos_token_id": 0, "eos_token_id": 0},
-    "bart": dict(_SEQ2SEQ),
-    "mbart": dict(_SEQ2SEQ),
-    "plbart": dict(_SEQ2SEQ),
-    "blenderbot": dict(_SEQ2SEQ),
-    "blenderbot-small": dict(_SEQ2SEQ),
-    "m2m_100": dict(_SEQ2SEQ),
-    "marian": {**_SEQ2SEQ, "decoder_start_token_id": 1, "decoder_vocab_size": 99},
-    "bigbird_pegasus": {**_SEQ2SEQ, "attention_type": "original_full"},
-    "t5": {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4,
-           "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0},
-    "vit": dict(_VISION),
-    "deit": dict(_VISION),
-    "beit": dict(_VISION),
-    "data2vec-vision": dict(_VISION),
-    "perceiver": {"num_latents": 8, "d_latents": 32, "d_model": 32, "num_blocks": 1, "num_self_attends_per_block": 2,
-                  "num_self_attention_heads": 4, "num_cross_attention_heads": 4, "vocab_size": 262,
-                  "max_position_embeddings": 64, "image_size": 30, "num_labels": 3},
-}
 
 #: Special tokens of the tiny tokenizer, with their ids.
 SPECIAL_TOKENS = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
 
+#: Standard deviation of random weights in tested checkpoints. Transformers' 0.02 gives classification logits of
+#: order 1e-3 (MobileBERT: 1e-4), against which an atol of 1e-5 proves little; 0.1 gives outputs of order 0.1-3.
+INIT_STD = 0.1
+
+#: Config attributes that set the standard deviation of random weights, under the names Transformers uses.
+_STD_ATTRIBUTES = ("initializer_range", "init_std", "embed_init_std")
+
+
+def tiny_config_for(model_type: str) -> dict[str, Any]:
+    """The tiny sizes the installed architecture config of `model_type` declares (a fresh copy)."""
+    from exporter_core.plugins import load_architecture
+
+    config_cls = load_architecture(model_type)
+    if config_cls is None:
+        raise LookupError(f"no installed architecture declares model type {model_type!r} (exporter.architectures)")
+    sizes = getattr(config_cls, "tiny_config", None)
+    if not sizes:
+        raise LookupError(
+            f"{config_cls.__module__}.{config_cls.__qualname__} ({model_type}) declares no tiny sizes; set its "
+            "`tiny_config` class attribute to AutoConfig.for_model keywords of a tiny model"
+        )
+    return copy.deepcopy(dict(sizes))
+
 
 def tiny_model_config(model_type: str, **overrides: Any) -> Any:
-    """`AutoConfig.for_model(model_type, **TINY_CONFIGS[model_type], **overrides)`."""
+    """`AutoConfig.for_model(model_type, **tiny_config_for(model_type), **overrides)`."""
     from transformers import AutoConfig
 
-    kwargs = copy.deepcopy(TINY_CONFIGS[model_type])
+    kwargs = tiny_config_for(model_type)
     kwargs.update(overrides)
     return AutoConfig.for_model(model_type, **kwargs)
+
+
+def init_std_overrides(model_type: str, std: float = INIT_STD) -> dict[str, float]:
+    """Config keywords setting every random-weight standard deviation `model_type`'s config has to `std`.
+
+    Models that scale their own initialisation (T5's ``initializer_factor``) are left alone.
+    """
+    from transformers import AutoConfig
+
+    defaults = AutoConfig.for_model(model_type)
+    return {name: std for name in _STD_ATTRIBUTES if hasattr(defaults, name)}
+
+
+def preprocessor_kind(model_type: str, feature: str) -> str | None:
+    """The preprocessor a tested checkpoint of (`model_type`, `feature`) carries, as real checkpoints do.
+
+    ``"image_processor"`` when an input is an image (and Pillow is installed), ``"tokenizer"`` when inputs are token
+    sequences, None otherwise.
+    No tokenizer when the model's eos id is one the tiny tokenizer writes on every row ([CLS], [SEP]): a random model
+    that reads its eos answers eos at once, and a generation check would then cover a single token.
+    """
+    from exporter_core.plugins import load_architecture
+
+    config_cls = load_architecture(model_type)
+    if config_cls is None:
+        return None
+    model_config = tiny_model_config(model_type)
+    axes = [set(a.values()) for a in config_cls.for_feature(model_config, feature).inputs.values()]
+    if any("height" in names for names in axes):
+        # Image processors need Pillow; without it the pixel values come from the model config.
+        return "image_processor" if importlib.util.find_spec("PIL") is not None else None
+    if not any("sequence" in name for names in axes for name in names):
+        return None
+    if getattr(model_config, "eos_token_id", None) in (SPECIAL_TOKENS["[CLS]"], SPECIAL_TOKENS["[SEP]"]):
+        return None
+    return "tokenizer"
 
 
 def build_tiny_tokenizer(vocab_size: int = 99) -> Any:
@@ -96,7 +108,7 @@ def build_tiny_tokenizer(vocab_size: int = 99) -> Any:
     from exporter_core.dummy_inputs import _WORDS
 
     vocab = dict(SPECIAL_TOKENS)
-    for word in _WORDS + ["hello", "world", "using", "with", "runtime", "is", "this"]:
+    for word in [*_WORDS, "hello", "world", "using", "with", "runtime", "is", "this"]:
         if word not in vocab and len(vocab) < vocab_size:
             vocab[word] = len(vocab)
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
@@ -117,7 +129,7 @@ def build_tiny_tokenizer(vocab_size: int = 99) -> Any:
 
 
 def build_tiny_image_processor(height: int, width: int) -> Any:
-    """A `ViTImageProcessor` resizing to (`height`, `width`) and normalising; needs Pillow, like every image processor."""
+    """A `ViTImageProcessor` resizing to (`height`, `width`) and normalising (needs Pillow, as image processors do)."""
     import transformers
 
     # The Pillow flavour is what ViTImageProcessor falls back to without torchvision (minus the warning).
@@ -133,10 +145,13 @@ def build_tiny_checkpoint(
     with_tokenizer: bool = False,
     with_image_processor: bool = False,
     seed: int = 0,
-    config_overrides: dict[str, Any] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    init_std: float | None = None,
 ) -> Path:
     """Save a random-weight tiny model for (`model_type`, `feature`) into `folder` and return the folder.
 
+    Sizes are the architecture's `tiny_config`, then `config_overrides`. `init_std` sets every random-weight
+    standard deviation (`init_std_overrides`) unless `config_overrides` names one; None keeps Transformers' own.
     `with_image_processor` saves an image processor sized to the model's ``image_size`` (preprocessor_config.json).
     """
     import torch
@@ -145,15 +160,12 @@ def build_tiny_checkpoint(
     from exporter_core.plugins import load_architecture
 
     folder = Path(folder)
-    config = tiny_model_config(model_type, **(config_overrides or {}))
-    # Every model type of TINY_CONFIGS can be built, with or without its architecture plugin installed;
-    # a plugin only adds its model-class overrides.
+    overrides = dict(init_std_overrides(model_type, init_std)) if init_std is not None else {}
+    overrides.update(config_overrides or {})
+    config = tiny_model_config(model_type, **overrides)
     cls = model_class_for(feature, load_architecture(model_type))
     torch.manual_seed(seed)
-    if hasattr(cls, "from_config"):
-        model = cls.from_config(config)
-    else:
-        model = cls(config)
+    model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     model.eval()
     model.save_pretrained(str(folder))
     if with_tokenizer:
