@@ -181,17 +181,18 @@ def test_callers_model_is_left_unchanged(tmp_path):
     model = BertForMaskedLM(tiny_model_config("bert"))
     model.train()
     before = {name: value.clone() for name, value in model.state_dict().items()}
-    config = BertOnnxConfig.for_feature(model.config, "masked-lm")
-    result = TorchScriptBackend().export(
-        ExportRequest(model=model, config=config, feature="masked-lm", staging=tmp_path, artifact_name="model.pt")
-    )
+    plan = BertOnnxConfig.for_feature(model.config, "masked-lm").export_plan(model)
+    result = TorchScriptBackend().export(ExportRequest(plan=plan, staging=tmp_path, artifact_name="model.pt"))
     assert model.training and all(m.training for m in model.modules())
     assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
     assert model.config.use_cache is True
     after = model.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
-    # Validation would use the caller's model as the reference: it must be usable as is (eval is set there).
-    assert [part.model for part in result.parts][0] is model
+    # Validation uses the caller's model as the reference (the plan's module; eval is set there): usable as is.
+    (part,) = result.parts
+    assert plan.main.module is model and part.name == plan.main.name
+    assert part.scenarios and all(scenario.reference is None for scenario in part.scenarios)
+    assert part.export_inputs == {name: [2, 8] for name in TEXT_INPUTS}
     assert result.metadata["untied_parameters"]
 
 
@@ -226,16 +227,17 @@ class _ShapeBound(torch.nn.Module):
 def test_a_shape_specialised_trace_is_recorded_and_padding_makes_it_usable(tmp_path):
     from exporter_core.architectures.encoders import BertOnnxConfig
     from exporter_core.testing import tiny_model_config
-    from exporter_torchscript.tracing import save_traced, trace_for_export
+    from exporter_torchscript.static import save_module
+    from exporter_torchscript.tracing import trace_for_export
 
     model_config = tiny_model_config("bert")
     model = _ShapeBound(model_config).eval()
     traced = trace_for_export(model, BertOnnxConfig(model_config), batch_size=2, sequence_length=8)
-    metadata = traced.metadata
+    metadata = traced.contract
     assert metadata.generalizes is False
     assert all(c["passed"] is False and c["error"] for c in metadata.generalization_checks)
     assert metadata.tracer_warnings and "Python" in " ".join(metadata.tracer_warnings)
-    save_traced(traced.module, metadata, tmp_path / "model.pt")
+    save_module(traced.module, metadata, tmp_path / "model.pt")
     short = _text(1, 5)
     with pytest.raises(RuntimeError):  # the raw module, as the guide warned, fails at another length
         torch.jit.load(str(tmp_path / "model.pt"))(*short.values())
@@ -269,7 +271,7 @@ def test_fresh_process_runner_reports_a_broken_file_and_survives_a_dead_worker(b
         SavedModuleRunner(broken)(inputs)
     runner = SavedModuleRunner(out / "model.pt")
     first = runner(inputs)
-    worker = runtime._shared_loader._process
+    worker = runtime.loader_process().process
     assert worker is not None
     worker.kill()
     worker.wait()
@@ -281,7 +283,7 @@ def test_fresh_process_runner_reports_a_broken_file_and_survives_a_dead_worker(b
 def test_with_past_features_are_refused(checkpoint, tmp_path):
     from exporter_core.errors import UnsupportedFeatureError
 
-    with pytest.raises(UnsupportedFeatureError, match="does not export 'causal-lm-with-past'"):
+    with pytest.raises(UnsupportedFeatureError, match="'causal-lm-with-past' takes past key values: a trace fixes"):
         exporter.export(checkpoint("gpt2", "causal-lm"), tmp_path, format="torchscript", feature="causal-lm-with-past")
     assert not any(tmp_path.iterdir())
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-from exporter_core.backend import Backend, ExportPart, ExportRequest, ExportResult
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
 from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError
 
-__all__ = ["TorchScriptBackend", "check_options"]
-
-logger = logging.getLogger("exporter")
+__all__ = ["TorchScriptBackend"]
 
 #: Options `export` reads from `ExportRequest.options`.
 OPTIONS = ("batch_size", "sequence_length")
@@ -24,19 +21,6 @@ def _positive(name: str, value: Any) -> int | None:
         flag = "--" + name.replace("_", "-")
         raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}; for example {flag} 16")
     return value
-
-
-def check_options(options: Mapping[str, Any]) -> dict[str, int | None]:
-    """The backend's options, checked: known names only, sizes positive integers (None = the config's default)."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise InvalidArgumentError(
-            f"the torchscript backend has no option {', '.join(map(repr, unknown))}; its options are {', '.join(OPTIONS)}"
-        )
-    checked = {name: _positive(name, options.get(name)) for name in OPTIONS}
-    if checked["sequence_length"] is not None and checked["sequence_length"] < 2:
-        raise InvalidArgumentError("sequence_length must be at least 2 (room for the special tokens); for example --sequence-length 16")
-    return checked
 
 
 class TorchScriptBackend(Backend):
@@ -67,82 +51,52 @@ class TorchScriptBackend(Backend):
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
         return {"batch_size": args.batch_size, "sequence_length": args.sequence_length}
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Known names only, sizes positive integers (None: the architecture's default), a sequence of 2 at least."""
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise InvalidArgumentError(
+                f"the torchscript backend has no option {', '.join(map(repr, unknown))}; its options are {', '.join(OPTIONS)}"
+            )
+        checked = {name: _positive(name, options.get(name)) for name in OPTIONS}
+        if checked["sequence_length"] is not None and checked["sequence_length"] < 2:
+            raise InvalidArgumentError(
+                "sequence_length must be at least 2 (room for the special tokens); for example --sequence-length 16"
+            )
+        return checked
+
     def export(self, request: ExportRequest) -> ExportResult:
-        from exporter_torchscript.reference import PaddedReference, padding_effect
+        """Trace the plan's part at the static shape, save it with its contract, and say where to validate it:
+        at the traced shape, then with smaller inputs the loader pads."""
+        plan = request.plan
+        if plan.static_trace_refusal is not None:
+            raise UnsupportedFeatureError(plan.static_trace_refusal)
         from exporter_torchscript.runtime import SavedModuleRunner
-        from exporter_torchscript.tracing import reference_shapes, save_traced, trace_for_export
+        from exporter_torchscript.static import save_module, static_scenarios
+        from exporter_torchscript.tracing import trace_for_export
 
-        options = check_options(request.options)
-        config = request.config
-        if getattr(config, "use_past", False):
-            raise UnsupportedFeatureError(
-                f"the torchscript backend does not export {request.feature!r}: a trace fixes the past length and a "
-                "cache cannot be padded like text; export the feature without -with-past, or use the onnx backend"
+        options = self.check_options(request.options)
+        part = plan.main
+        with plan.capture():
+            traced = trace_for_export(
+                part.module,
+                part.config,
+                batch_size=options["batch_size"],
+                sequence_length=options["sequence_length"],
+                preprocessor=request.preprocessor,
+                feature=plan.feature,
             )
-        traced = trace_for_export(
-            request.model,
-            config,
-            batch_size=options["batch_size"],
-            sequence_length=options["sequence_length"],
-            preprocessor=request.preprocessor,
-            feature=request.feature,
-        )
-        metadata = traced.metadata
-        # Validation runs the saved file at the traced shape (rows of several lengths, padded), then with smaller
-        # inputs that the loader pads up to the traced shape. Those are compared with the unpadded model, unless
-        # padding by itself changes this model's outputs (then with the model on the same padded inputs).
-        parts_inputs = []
-        for index, (label, inputs) in enumerate(reference_shapes(config, metadata.static_shape, request.preprocessor)):
-            reference_model = request.model
-            if index > 0:
-                effect = padding_effect(
-                    request.model, config, inputs, metadata.static_shape, metadata.pad_token_id, metadata.padding_side
-                )
-                changes = effect > config.atol_for_validation
-                metadata.padding_effect = {
-                    "shape": {name: list(value.shape) for name, value in inputs.items()},
-                    "max_abs_diff": effect,
-                    "changes_outputs": changes,
-                }
-                if changes:
-                    logger.warning(
-                        "\t-[!] padding changes %s's outputs at real positions by up to %.2e (a property of the "
-                        "model, not of TorchScript); padded calls are validated against the model on the same "
-                        "padded inputs",
-                        type(request.model).__name__,
-                        effect,
-                    )
-                    reference_model = PaddedReference(
-                        request.model, config, metadata.static_shape, metadata.pad_token_id, metadata.padding_side
-                    )
-                    label += f" (padding changes this model's outputs by up to {effect:.2e}: compared with the model on the same padded inputs)"
-            parts_inputs.append((label, inputs, reference_model))
+        contract = traced.contract
+        # Measured before saving: the padding effect goes into the contract saved with the module.
+        scenarios = static_scenarios(part.module, part.config, contract, preprocessor=request.preprocessor)
         path = request.staging / request.artifact_name
-        files = save_traced(traced.module, metadata, path)
-        runner = SavedModuleRunner(path)
-        parts = [
-            ExportPart(
-                name=label,
-                artifact=request.artifact_name,
-                config=config,
-                model=reference_model,
-                runner=_Announced(runner, f"Running {request.artifact_name} in a fresh process: {label}"),
-                input_names=list(metadata.input_names),
-                output_names=list(metadata.output_names),
-                reference_inputs=inputs,
-            )
-            for label, inputs, reference_model in parts_inputs
-        ]
-        return ExportResult(artifacts=files, parts=parts, metadata={"files": files, **metadata.to_dict()})
-
-
-class _Announced:
-    """A runner that logs which validation it serves before running (the pipeline logs parts alike)."""
-
-    def __init__(self, runner: Callable[[Mapping[str, Any]], dict[str, Any]], line: str) -> None:
-        self.runner = runner
-        self.line = line
-
-    def __call__(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        logger.info(self.line)
-        return self.runner(inputs)
+        files = save_module(traced.module, contract, path)
+        exported = ExportedPart(
+            name=part.name,
+            artifact=request.artifact_name,
+            runner=SavedModuleRunner(path, contract=contract),
+            export_inputs=dict(contract.input_shapes),
+            scenarios=scenarios,
+        )
+        return ExportResult(artifacts=files, parts=[exported], metadata={"files": files, **contract.to_dict()})

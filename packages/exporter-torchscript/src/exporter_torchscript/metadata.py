@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from exporter_core.padding import describe_shape
+
 __all__ = ["EXTRA_FILE", "FORMAT_VERSION", "TraceMetadata", "metadata_path"]
 
 #: Name of the metadata entry inside the saved ``.pt`` archive.
@@ -68,6 +70,28 @@ class TraceMetadata:
     #: Distinct warnings the tracer gave (values it had to treat as constants, and the like).
     tracer_warnings: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def traced_shape(self) -> dict[str, int]:
+        """The size of every axis in the traced example (`static_shape` leaves out axes the module lets vary)."""
+        sizes: dict[str, int] = {}
+        for name, axes in self.input_axes.items():
+            shape = self.input_shapes.get(name, [])
+            for axis, axis_name in axes.items():
+                if axis < len(shape):
+                    sizes.setdefault(axis_name, shape[axis])
+        return sizes
+
+    def describe_call(self, shape: Mapping[str, int]) -> str:
+        """How a call with inputs of `shape` (size per axis name) is served, as validation labels and logs say it."""
+        shown = describe_shape(shape)
+        traced = self.traced_shape
+        if dict(shape) == traced:
+            return f"traced shape ({shown})"
+        larger = [f"{name} ({size})" for name, size in shape.items() if size > traced.get(name, size)]
+        if larger:
+            return f"larger {' × '.join(larger)} than traced, which the module takes as it is ({shown})"
+        return f"smaller inputs ({shown}) padded to the traced shape"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""

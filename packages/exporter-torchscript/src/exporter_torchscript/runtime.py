@@ -1,32 +1,65 @@
-"""Loading and calling a saved TorchScript module under its shape contract, here or in a fresh process.
+"""Loading and calling a static-shape module under its shape contract, here or in a fresh process.
 
-`load(path)` gives a `TracedModel`: it takes the inputs positionally (the guide's ``loaded_model(*inputs)``) or
-by name, refuses inputs larger than the traced shape with an error naming that shape, pads smaller ones up to it
-(pad token ids, attention mask 0) and cuts the outputs back. `SavedModuleRunner` is the validation runner: it
-loads the file with ``torch.jit.load`` in a separate Python process that never traced it and never imports
-Transformers, which proves the file stands on its own.
+`load_traced(path)` loads a module saved with a shape contract (`TraceMetadata`, inside the file or beside it) and
+returns a `TracedModel`: it takes the inputs positionally (the guide's ``loaded_model(*inputs)``) or by name,
+refuses inputs larger than the traced shape with an error naming that shape, pads smaller ones up to it (pad
+token ids, attention mask 0) and cuts the outputs back. `load` is TorchScript's loader; Neuron's prepares the SDK
+first and passes its own step to `load_traced`.
+
+`SavedModuleRunner` is the validation runner of every static-shape backend: it loads the file with a loader
+function named ``module:function`` (``exporter_torchscript.runtime:load`` by default) in a separate Python process
+(``python -m exporter_torchscript.worker``) that never traced it and never imports Transformers, which proves the
+file stands on its own.
+
+Cheap to import: torch loads inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from exporter_core import errors
 from exporter_core.errors import ExportError, InvalidArgumentError, ModelNotFoundError
-from exporter_core.padding import InputShapeError, PaddedInputs, pad_inputs
+from exporter_core.padding import PaddedInputs, pad_inputs, static_shape_of
 from exporter_torchscript.metadata import EXTRA_FILE, TraceMetadata, metadata_path
-from exporter_torchscript.tracing import without_jit_deprecation
 
-__all__ = ["LoaderProcess", "SavedModuleRunner", "TracedModel", "load", "read_metadata"]
+__all__ = [
+    "TORCHSCRIPT_LOADER",
+    "LoaderProcess",
+    "SavedModuleRunner",
+    "TracedModel",
+    "load",
+    "load_traced",
+    "loader_process",
+    "read_metadata",
+    "without_jit_deprecation",
+]
+
+logger = logging.getLogger("exporter")
+
+#: The loader `SavedModuleRunner` uses unless told otherwise: `load`, as ``module:function``.
+TORCHSCRIPT_LOADER = "exporter_torchscript.runtime:load"
+
+
+@contextlib.contextmanager
+def without_jit_deprecation() -> Iterator[None]:
+    """Hide torch's notice that ``torch.jit`` is deprecated (TorchScript is the artifact format) for one call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        yield
 
 
 def _load_with_metadata(path: str | Path, map_location: str | None) -> tuple[Any, TraceMetadata]:
@@ -34,7 +67,7 @@ def _load_with_metadata(path: str | Path, map_location: str | None) -> tuple[Any
 
     path = Path(path)
     if not path.is_file():
-        raise ModelNotFoundError(f"no such file: {path}; pass the .pt file written by `exporter torchscript`")
+        raise ModelNotFoundError(f"no such file: {path}; pass the .pt file written by `exporter torchscript` or `exporter neuron`")
     extra = {EXTRA_FILE: ""}
     with without_jit_deprecation():
         module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
@@ -43,7 +76,7 @@ def _load_with_metadata(path: str | Path, map_location: str | None) -> tuple[Any
         text = metadata_path(path).read_text(encoding="utf-8")
     if not text:
         raise InvalidArgumentError(
-            f"{path} carries no exporter metadata (it was not written by `exporter torchscript`); "
+            f"{path} carries no exporter shape contract ({EXTRA_FILE}; it was not written by exporter); "
             "load it with torch.jit.load and call it at the shape it was traced at"
         )
     if isinstance(text, bytes):
@@ -59,9 +92,11 @@ def read_metadata(path: str | Path) -> TraceMetadata:
 class TracedModel:
     """A loaded module with its contract: inputs checked against the traced shape, padded, outputs cut back."""
 
-    def __init__(self, module: Any, metadata: TraceMetadata) -> None:
+    def __init__(self, module: Any, metadata: TraceMetadata, facts: Mapping[str, Any] | None = None) -> None:
         self.module = module
         self.metadata = metadata
+        #: What the loader recorded about how the module was loaded (the SDK that registered its operators).
+        self.facts = dict(facts or {})
 
     @property
     def input_names(self) -> list[str]:
@@ -123,36 +158,54 @@ class TracedModel:
         return tuple(outputs[name] for name in self.output_names)
 
 
+def load_traced(
+    path: str | Path,
+    map_location: str | None = "cpu",
+    *,
+    prepare: Callable[[Any], Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> TracedModel:
+    """Load a module saved with a shape contract; `prepare` turns the loaded module into the one to call
+    (Neuron switches dynamic batching on again); `facts` are kept on the result (`TracedModel.facts`)."""
+    module, metadata = _load_with_metadata(path, map_location)
+    if prepare is not None:
+        module = prepare(module)
+    module.eval()
+    return TracedModel(module, metadata, facts)
+
+
 def load(path: str | Path, map_location: str | None = "cpu") -> TracedModel:
     """Load a module written by `exporter torchscript` with its shape contract."""
-    module, metadata = _load_with_metadata(path, map_location)
-    module.eval()
-    return TracedModel(module, metadata)
+    return load_traced(path, map_location)
 
 
 # -- the fresh-process runner ---------------------------------------------------------------------------------
 
-#: Errors the worker may report that are rebuilt as the same class here.
-_KNOWN_ERRORS: dict[str, type[Exception]] = {
-    "InputShapeError": InputShapeError,
-    "InvalidArgumentError": InvalidArgumentError,
-    "ModelNotFoundError": ModelNotFoundError,
-}
+
+def _rebuilt_error(error_type: str, message: str) -> Exception:
+    """The worker's error as the same class here when it is one of exporter's user errors, else `ExportError`."""
+    kind = getattr(errors, error_type, None) if error_type in errors.__all__ else None
+    if isinstance(kind, type) and issubclass(kind, errors.UserError):
+        return kind(message)
+    return ExportError(f"the saved module failed in a fresh process: {error_type}: {message}")
 
 
 class LoaderProcess:
-    """One worker process (``python -m <worker_module>``) answering load-and-run requests, started on first use.
+    """One worker process (``python -m exporter_torchscript.worker --loader <loader>``) answering load-and-run
+    requests, started on first use. Requests and answers are JSON lines on its stdin/stdout."""
 
-    Requests and answers are JSON lines on its stdin/stdout. The Neuron backend uses it with its own worker.
-    """
-
-    def __init__(self, worker_module: str = "exporter_torchscript.worker", label: str = "TorchScript") -> None:
-        self.worker_module = worker_module
+    def __init__(self, loader: str = TORCHSCRIPT_LOADER, label: str = "TorchScript") -> None:
+        self.loader = loader
         self.label = label
         self._process: subprocess.Popen[str] | None = None
         # The worker's stderr goes to a file: a pipe nobody reads could fill up and stall it.
         self._stderr: IO[bytes] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def process(self) -> subprocess.Popen[str] | None:
+        """The running worker, if one was started and has not exited."""
+        return self._process if self._process is not None and self._process.poll() is None else None
 
     def _start(self) -> subprocess.Popen[str]:
         env = dict(os.environ)
@@ -163,7 +216,7 @@ class LoaderProcess:
             self._stderr.close()
         self._stderr = tempfile.TemporaryFile()
         return subprocess.Popen(
-            [sys.executable, "-P", "-m", self.worker_module],
+            [sys.executable, "-P", "-m", "exporter_torchscript.worker", "--loader", self.loader],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -199,7 +252,8 @@ class LoaderProcess:
                 stderr = self._last_words(process)
                 self._process = None
                 raise ExportError(f"the {self.label} loader process died; its last words: {stderr.strip()[-2000:] or 'none'}")
-            return json.loads(line)
+            answer: dict[str, Any] = json.loads(line)
+            return answer
 
     def close(self) -> None:
         """Stop the worker (it exits when its stdin closes)."""
@@ -220,37 +274,58 @@ class LoaderProcess:
             self._stderr = None
 
 
-_shared_loader = LoaderProcess()
-atexit.register(_shared_loader.close)
+_loader_processes: dict[str, LoaderProcess] = {}
+_loader_processes_lock = threading.Lock()
+
+
+def loader_process(loader: str = TORCHSCRIPT_LOADER, label: str = "TorchScript") -> LoaderProcess:
+    """The worker this process shares for `loader` (one per loader, stopped at exit)."""
+    with _loader_processes_lock:
+        found = _loader_processes.get(loader)
+        if found is None:
+            found = _loader_processes[loader] = LoaderProcess(loader, label)
+            atexit.register(found.close)
+        return found
 
 
 class SavedModuleRunner:
     """Validation runner: named NumPy inputs in, named NumPy outputs out, the file loaded in a fresh process.
 
-    Each call loads the file from disk again with ``torch.jit.load`` in a worker process that traced nothing and
-    has not imported Transformers; the worker is started on first use and shared by runners of this process.
-    Inputs smaller than the traced shape are padded by the loader (`load`), larger ones refused.
+    Each call loads the file from disk again with `loader` (``module:function``, a function of the path returning
+    a `TracedModel`) in a worker process that traced nothing and has not imported Transformers; the worker is
+    started on first use and shared by the runners of this process that use the same loader. Inputs smaller than
+    the traced shape are padded by the loaded model, larger ones refused. Given the `contract`, each call is
+    announced on the log (``Running model.pt in a fresh process: traced shape (batch 2 × sequence 8)``).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        loader: str = TORCHSCRIPT_LOADER,
+        label: str = "TorchScript",
+        contract: TraceMetadata | None = None,
+    ) -> None:
         self.path = Path(path)
-        #: Facts the worker reported on its last call (pid, whether Transformers was imported there).
+        self.loader = loader
+        self.label = label
+        self.contract = contract
+        #: Facts the worker reported on its last call (pid, whether Transformers was imported there, the loader's).
         self.last_call: dict[str, Any] = {}
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with tempfile.TemporaryDirectory(prefix="exporter-torchscript-") as folder:
+        if self.contract is not None:
+            shape = static_shape_of(inputs, self.contract.input_axes)
+            logger.info(f"Running {self.path.name} in a fresh process: {self.contract.describe_call(shape)}")
+        with tempfile.TemporaryDirectory(prefix="exporter-static-") as folder:
             inputs_file = Path(folder) / "inputs.npz"
             outputs_file = Path(folder) / "outputs.npz"
             np.savez(inputs_file, **{name: np.ascontiguousarray(value) for name, value in inputs.items()})
-            reply = _shared_loader.request(
+            reply = loader_process(self.loader, self.label).request(
                 {"path": str(self.path.resolve()), "inputs": str(inputs_file), "outputs": str(outputs_file)}
             )
             if not reply.get("ok"):
-                kind = _KNOWN_ERRORS.get(str(reply.get("error_type")))
-                message = str(reply.get("message", "unknown error"))
-                if kind is not None:
-                    raise kind(message)
-                raise ExportError(f"the saved module failed in a fresh process: {reply.get('error_type')}: {message}")
+                raise _rebuilt_error(str(reply.get("error_type")), str(reply.get("message", "unknown error")))
             self.last_call = {k: v for k, v in reply.items() if k not in ("ok", "output_names")}
             with np.load(outputs_file) as data:
                 return {name: np.array(data[name]) for name in reply["output_names"]}

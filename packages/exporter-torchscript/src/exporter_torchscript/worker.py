@@ -1,34 +1,52 @@
-"""The fresh process behind `SavedModuleRunner`: ``python -m exporter_torchscript.worker``.
+"""The fresh process behind `SavedModuleRunner`: ``python -m exporter_torchscript.worker --loader module:function``.
 
-Reads one JSON request per line on stdin ({"path", "inputs", "outputs"}: the module file and two ``.npz`` files),
-loads the module from disk with `exporter_torchscript.runtime.load` (``torch.jit.load`` plus the shape contract),
-runs it and writes the outputs; answers one JSON line per request on the original stdout. Anything else printed
-(by torch, say) goes to stderr so that it cannot corrupt the answers. Exits when stdin closes.
+The loader is a function of a file path that returns a `TracedModel` (``exporter_torchscript.runtime:load`` for
+TorchScript, ``exporter_neuron.runtime:load`` for Neuron, which imports the SDK first). Reads one JSON request per
+line on stdin ({"path", "inputs", "outputs"}: the module file and two ``.npz`` files), loads the module from disk
+with the loader, runs it and writes the outputs; answers one JSON line per request on the original stdout, with
+the loader's facts (`TracedModel.facts`). Anything else printed (by torch or an SDK) goes to stderr so that it
+cannot corrupt the answers. Exits when stdin closes.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
 import sys
-from typing import IO, Any
+from typing import IO, Any, Callable
 
-__all__ = ["main", "serve"]
+__all__ = ["Loader", "handle", "main", "resolve_loader", "serve"]
+
+#: A loader: the module file's path in, a `TracedModel` out.
+Loader = Callable[[str], Any]
 
 
-def _handle(request: dict[str, Any]) -> dict[str, Any]:
+def resolve_loader(spec: str) -> Loader:
+    """The function named by ``module:function``."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise ValueError(f"a loader is named module:function, got {spec!r}")
+    loader = getattr(importlib.import_module(module_name), function_name)
+    if not callable(loader):
+        raise ValueError(f"{spec} is not a function")
+    return loader  # type: ignore[no-any-return]
+
+
+def handle(loader: Loader, request: dict[str, Any]) -> dict[str, Any]:
+    """Load with `loader`, run, write the outputs; return the answer."""
     import numpy as np
     import torch
 
-    from exporter_torchscript.runtime import load
-
-    model = load(request["path"])
+    model = loader(request["path"])
     with np.load(request["inputs"]) as data:
         inputs = {name: torch.from_numpy(np.array(data[name])) for name in data.files}
     outputs = model.run(inputs)
     arrays = {name: value.detach().cpu().numpy() for name, value in outputs.items()}
     np.savez(request["outputs"], **arrays)
     return {
+        **dict(getattr(model, "facts", {})),
         "ok": True,
         "output_names": list(arrays),
         "pid": os.getpid(),
@@ -37,25 +55,28 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def serve(requests: IO[str], answers: IO[str]) -> None:
-    """Answer requests until `requests` ends."""
+def serve(loader: Loader, requests: IO[str], answers: IO[str]) -> None:
+    """Answer requests until `requests` ends; a failure is answered, not raised."""
     for line in requests:
         if not line.strip():
             continue
         try:
-            answer = _handle(json.loads(line))
+            answer = handle(loader, json.loads(line))
         except Exception as exc:  # every failure goes back to the parent, which raises it there
             answer = {"ok": False, "error_type": type(exc).__name__, "message": str(exc)}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Serve on stdin/stdout, with fd 1 pointed at stderr so stray output stays out of the protocol."""
+    parser = argparse.ArgumentParser(prog="python -m exporter_torchscript.worker")
+    parser.add_argument("--loader", default="exporter_torchscript.runtime:load", help="module:function loading a file")
+    loader = resolve_loader(parser.parse_args(argv).loader)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    serve(sys.stdin, answers)
+    serve(loader, sys.stdin, answers)
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a process
