@@ -121,3 +121,35 @@ def test_every_ready_made_config_importable_from_facade():
     for name in names:
         cls = getattr(configs, name)
         assert cls.__name__ == name
+
+
+def test_old_api_export_puts_the_dummy_inputs_on_the_models_device(checkpoint, tmp_path, monkeypatch):
+    # No CUDA here: the "meta" device stands in for it. What matters is that the capture sees the inputs on the
+    # device the old API's `device=` moved the model to (it used to move only the model).
+    import pytest
+    import torch
+    from transformers import AutoModel
+
+    from exporter.onnx import export
+    from exporter_core.features import config_class_for
+    from exporter_onnx import convert
+
+    seen: dict[str, set[str]] = {}
+
+    class Captured(BaseException):
+        """Stops the export once the capture has been called (not an Exception: no engine fallback catches it)."""
+
+    def capture(module, dummy, config, opset, *rest):
+        seen["model"] = {str(p.device) for p in module.parameters()}
+        seen["inputs"] = {str(v.device) for v in dummy.values() if isinstance(v, torch.Tensor)}
+        raise Captured
+
+    monkeypatch.setattr(convert, "_capture_dynamo", capture)
+    monkeypatch.setattr(convert, "_export_torchscript", capture)
+    model = AutoModel.from_pretrained(checkpoint("bert"))
+    config = config_class_for("bert").for_feature(model.config, "default")
+    with pytest.raises(Captured):
+        export(None, model, config, 18, tmp_path / "model.onnx", device="meta")
+    assert seen["model"] == {"meta"}
+    assert seen["inputs"] == {"meta"}
+    assert not (tmp_path / "model.onnx").exists()

@@ -9,6 +9,7 @@ so that weights can later be streamed into external data instead of being held i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import warnings
@@ -204,6 +205,22 @@ def _move_weights_to_external_data(path: Path) -> None:
     )
 
 
+def _model_device(model: Any) -> Any:
+    """The device of the model's first parameter or buffer (None when it has neither)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return None
+
+
+def _on_device(dummy: dict[str, Any], device: Any) -> dict[str, Any]:
+    """The dummy inputs on `device`, where the model is (the old API's ``export(device="cuda")`` moves the model)."""
+    import torch
+
+    if device is None:
+        return dummy
+    return {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in dummy.items()}
+
+
 def export_onnx(
     model: Any,
     config: OnnxConfig,
@@ -228,7 +245,7 @@ def export_onnx(
         raise OpsetError(f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); pass --opset {highest} or lower")
     chosen = choose_engine(opset, engine)
     path = Path(path)
-    dummy = config.generate_dummy_inputs(preprocessor, framework="pt")
+    dummy = _on_device(config.generate_dummy_inputs(preprocessor, framework="pt"), _model_device(model))
     names = list(dummy)
     external = config.use_external_data_format(_count_parameters(model))
     fallback_reason = None
