@@ -1,20 +1,15 @@
-"""Every (architecture, feature) pair of the 18 encoder-only text architectures, exported to ONNX and validated.
+"""The 18 encoder-only text architectures on ONNX: the old exporter's features and inputs, irregular sizes, BigBird.
 
-Each pair is exported exactly once, with the default engine (torch.export at opset 18) from dummies of batch 2 x
-sequence 8, and validated with ONNX Runtime against PyTorch at the default reference shape: batch 3 x sequence 9
-(3 choices for multiple-choice), rows padded to different lengths. One tiny checkpoint is built per architecture
-(with its masked-lm head) and loaded with the model class of each feature, as a fine-tuned checkpoint would be;
-heads it lacks are initialised at load under a fixed seed.
-
-Sizes vary: BERT, RoBERTa, DistilBERT, XLM, ALBERT and ELECTRA use irregular widths, depths and head counts
-(hidden 40-48, 3 layers, 5-6 heads) instead of the regular 32/2/4. Half of the architectures get their inputs
-from a saved tokenizer (as real checkpoints do), the others from the model config alone.
-``EXPORTER_ONNX_DIFFS=<file>`` prints the measured differences as a table at the end of the run (see conftest.py).
+Every (architecture, feature) pair is exported and validated by the test kit's generated cases
+(``test_onnx_cases.py``: BERT sequence-classification in the default tier, every pair with ``--exporter-matrix``).
+This module keeps what those cases do not prove: that the declared features and inputs are the old exporter's
+(no export), that irregular widths, depths and head counts (hidden 40-48, 3 layers, 5-6 heads instead of the
+regular 32/2/4) export with their declared dynamic axes and validate at batch 3 x sequence 9 with padding, where
+different rows give outputs far apart (so the tolerance means something), and BigBird's block-sparse limitation.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +17,9 @@ import numpy as np
 import pytest
 
 from exporter_core import loading
+from exporter_core.export_cases import CaseOutcome, config_class, family_of
 from exporter_core.features import FeaturesManager, config_class_for
+from exporter_core.plugins import list_architectures
 
 _ALL = (
     "default",
@@ -56,41 +53,22 @@ REFERENCE_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Arch:
-    """How one architecture's tiny checkpoint is built: size overrides, and whether it carries a tokenizer."""
-
-    tokenizer: bool
-    overrides: tuple[tuple[str, Any], ...] = ()
-
-
-_IRREGULAR = (("hidden_size", 48), ("num_hidden_layers", 3), ("num_attention_heads", 6), ("intermediate_size", 61))
-ARCHS: dict[str, Arch] = {
-    "albert": Arch(True, _IRREGULAR + (("embedding_size", 24),)),
-    "bert": Arch(True, _IRREGULAR + (("vocab_size", 120),)),
-    "big_bird": Arch(False),
-    "camembert": Arch(True),
-    "convbert": Arch(False),
-    "data2vec-text": Arch(False),
-    "distilbert": Arch(True, (("dim", 48), ("n_layers", 3), ("n_heads", 6), ("hidden_dim", 61))),
-    "electra": Arch(True, _IRREGULAR + (("embedding_size", 24),)),
-    "flaubert": Arch(False),
-    "ibert": Arch(False),
-    "layoutlm": Arch(True),
-    "mobilebert": Arch(True),
-    "roberta": Arch(False, (("hidden_size", 40), ("num_hidden_layers", 3), ("num_attention_heads", 5), ("intermediate_size", 45))),
-    "roformer": Arch(True),
-    "squeezebert": Arch(False),
-    "xlm": Arch(False, (("emb_dim", 48), ("n_layers", 3), ("n_heads", 6))),
-    "xlm-roberta": Arch(True),
-    "xlm-roberta-xl": Arch(False),
+_IRREGULAR = {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 6, "intermediate_size": 61}
+#: Irregular sizes per architecture; the first one runs in the default tier, the others in the matrix tier.
+IRREGULAR: dict[str, dict[str, Any]] = {
+    "bert": {**_IRREGULAR, "vocab_size": 120},
+    "albert": {**_IRREGULAR, "embedding_size": 24},
+    "distilbert": {"dim": 48, "n_layers": 3, "n_heads": 6, "hidden_dim": 61},
+    "electra": {**_IRREGULAR, "embedding_size": 24},
+    "roberta": {"hidden_size": 40, "num_hidden_layers": 3, "num_attention_heads": 5, "intermediate_size": 45},
+    "xlm": {"emb_dim": 48, "n_layers": 3, "n_heads": 6},
 }
+#: The head every irregular checkpoint is exported with (its vocabulary-sized output sees the vocabulary override).
+IRREGULAR_FEATURE = "masked-lm"
 
-#: (model_type, feature) for every feature the installed configs declare (checked against the reference below).
-PAIRS = [(model_type, feature) for model_type in sorted(ARCHS) for feature in config_class_for(model_type).features]
 
-#: The class the shared checkpoint is saved with: every encoder has a masked-lm head.
-CHECKPOINT_FEATURE = "masked-lm"
+def _encoder_model_types() -> list[str]:
+    return sorted(info.name for info in list_architectures() if family_of(config_class(info.name)) == "encoders")
 
 
 def _checked_graph_dims(path: Path) -> dict[str, list[int | str]]:
@@ -109,11 +87,11 @@ def _checked_graph_dims(path: Path) -> dict[str, list[int | str]]:
 
 
 def test_the_18_encoders_declare_the_old_exporter_s_features() -> None:
-    assert sorted(ARCHS) == sorted(REFERENCE_FEATURES)
+    assert _encoder_model_types() == sorted(REFERENCE_FEATURES)
     for model_type, features in REFERENCE_FEATURES.items():
         assert tuple(config_class_for(model_type).features) == features, model_type
         assert tuple(FeaturesManager.get_supported_features_for_model_type(model_type)) == features
-    assert len(PAIRS) == sum(len(f) for f in REFERENCE_FEATURES.values()) == 116
+    assert sum(len(f) for f in REFERENCE_FEATURES.values()) == 116
 
 
 def test_the_18_encoders_take_the_old_exporter_s_inputs() -> None:
@@ -129,74 +107,51 @@ def test_the_18_encoders_take_the_old_exporter_s_inputs() -> None:
             assert all(len(axes) == rank for axes in config.inputs.values()), (model_type, feature)
 
 
-def test_irregular_sizes_reach_the_checkpoints(tiny_checkpoint: Callable[..., Path]) -> None:
-    """The varied sizes are really in the saved checkpoints the pair tests load (no export here)."""
-    from transformers import AutoConfig
-
-    for model_type, arch in ARCHS.items():
-        if not arch.overrides:
-            continue
-        folder = tiny_checkpoint(model_type, CHECKPOINT_FEATURE, with_tokenizer=arch.tokenizer, **dict(arch.overrides))
-        saved = AutoConfig.from_pretrained(str(folder))
-        for key, value in arch.overrides:
-            assert getattr(saved, key) == value, (model_type, key)
+# -- irregular sizes: export, declared axes, validation at batch 3 x sequence 9 with padding --------------------------
 
 
-# -- every pair: export once, validate at batch 3 x sequence 9 with padding ------------------------------------------
-
-
-@pytest.mark.parametrize(("model_type", "feature"), PAIRS, ids=[f"{t}:{f}" for t, f in PAIRS])
-def test_pair_exports_and_validates_at_another_shape_with_padding(
-    model_type: str,
-    feature: str,
-    tiny_checkpoint: Callable[..., Path],
-    tmp_path: Path,
-    record_difference: Callable[..., float],
+@pytest.mark.parametrize(
+    "model_type",
+    [mt if i == 0 else pytest.param(mt, marks=pytest.mark.exporter_matrix) for i, mt in enumerate(IRREGULAR)],
+)
+def test_irregular_sizes_export_with_their_axes_and_validate(
+    model_type: str, exported: Callable[..., CaseOutcome]
 ) -> None:
     import torch
+    from transformers import AutoConfig
 
-    from exporter_onnx.convert import export_onnx
-    from exporter_onnx.runtime import OnnxRuntimeRunner
-    from exporter_validate.compare import reference_outputs, validate_outputs
+    from exporter_validate.compare import reference_outputs
 
-    arch = ARCHS[model_type]
-    checkpoint = tiny_checkpoint(model_type, CHECKPOINT_FEATURE, with_tokenizer=arch.tokenizer, **dict(arch.overrides))
+    sizes = IRREGULAR[model_type]
+    outcome = exported(model_type, IRREGULAR_FEATURE, "onnx", sizes=sizes, preprocessor="tokenizer")
+    assert outcome.validated, outcome.reason
+    assert outcome.checkpoint is not None
+    saved = AutoConfig.from_pretrained(str(outcome.checkpoint))
+    assert {key: getattr(saved, key) for key in sizes} == sizes
+
     config_cls = config_class_for(model_type)
-    torch.manual_seed(0)  # heads missing from the checkpoint are initialised at load
-    model = loading.load_model(checkpoint, feature, config_cls)
-    preprocessor = loading.load_preprocessor(checkpoint)
-    assert (preprocessor is not None) == arch.tokenizer
-    config = config_cls.for_feature(model.config, feature)
-
-    info = export_onnx(model, config, tmp_path / "model.onnx", preprocessor=preprocessor)
-
-    assert (info.engine, info.fallback_reason, info.opset) == ("dynamo", None, config.default_onnx_opset)
-    assert info.input_names == list(config.inputs)
-    assert info.output_names == list(config.outputs)
-    dims = _checked_graph_dims(info.path)
+    torch.manual_seed(0)
+    model = loading.load_model(outcome.checkpoint, IRREGULAR_FEATURE, config_cls)
+    preprocessor = loading.load_preprocessor(outcome.checkpoint)
+    config = config_cls.for_feature(model.config, IRREGULAR_FEATURE)
+    (path,) = outcome.artifacts(".onnx")
+    dims = _checked_graph_dims(path)
     for name, axes in list(config.inputs.items()) + list(config.outputs.items()):
         for axis, axis_name in axes.items():
             assert dims[name][axis] == axis_name, (name, dims[name])
 
     # The reference inputs validation uses by default: batch 3 x sequence 9, rows of different lengths.
     inputs = config.generate_reference_inputs(preprocessor, framework="np")
-    expected = [3, 3, 9] if feature == "multiple-choice" else [3, 9]
-    assert {name: list(value.shape) for name, value in inputs.items()} == {
-        name: expected + ([4] if name == "bbox" else []) for name in config.inputs
-    }
-    mask = inputs["attention_mask"].reshape(-1, 9)
+    assert {name: list(value.shape) for name, value in inputs.items()} == {name: [3, 9] for name in config.inputs}
+    mask = inputs["attention_mask"]
     assert mask.all(axis=1).any() and not mask.all(), "reference rows must carry padding"
-
-    report = validate_outputs(config, model, OnnxRuntimeRunner(info.path), preprocessor=preprocessor, log=lambda _: None)
-
-    assert report.reference_inputs == {name: list(value.shape) for name, value in inputs.items()}
-    assert report.atol == config.atol_for_validation == 1e-5
-    record_difference(f"{model_type}:{feature}", report, arch=model_type, feature=feature, engine=info.engine)
-    assert report.passed, "\n".join(report.log_lines())
+    assert outcome.report is not None
+    (part,) = outcome.report["parts"]
+    assert part["reference_inputs"] == {name: [3, 9] for name in config.inputs}
+    assert part["atol"] == config.atol_for_validation == 1e-5
     # The comparison means something only if different rows give outputs much further apart than the tolerance.
-    reference = reference_outputs(model, config, inputs)
-    for name, value in reference.items():
-        assert float(np.abs(value[0] - value[1]).max()) > 100 * report.atol, name
+    for name, value in reference_outputs(model, config, inputs).items():
+        assert float(np.abs(value[0] - value[1]).max()) > 100 * part["atol"], name
 
 
 # -- a known limitation, pinned ---------------------------------------------------------------------------------------

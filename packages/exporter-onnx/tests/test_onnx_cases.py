@@ -28,5 +28,9 @@ def test_case_exports_and_validates(export_case: CaseOutcome) -> None:
     assert files, f"{export_case.case.id} validated but kept no .onnx file in {export_case.output}"
     for path in files:
         onnx.checker.check_model(str(path), full_check=True)
-    parts = export_case.report["parts"] if export_case.report else []
-    assert parts and all(part["outputs"] for part in parts), "every part compares outputs"
+    report = export_case.report or {}
+    assert report.get("parts") and all(part["outputs"] for part in report["parts"]), "every part compares outputs"
+    # The default engine exported every part itself: no silent fall back to the other engine.
+    metadata = report.get("metadata", {})
+    for facts in [metadata, *metadata.get("parts", {}).values()]:
+        assert facts.get("fallback_reason") is None, facts

@@ -1,16 +1,18 @@
-"""Vision models (ViT, DeiT, BEiT, Data2Vec-Vision) and Perceiver exported to ONNX and validated against PyTorch.
+"""Vision models (ViT, DeiT, BEiT, Data2Vec-Vision) and Perceiver on ONNX: what the generated cases do not prove.
 
-Each (architecture, feature) pair of the old exporter is exported once (module-scoped fixture) at batch 2 and
-validated at batches 3 and 1. Some checkpoints carry an image processor (or a tokenizer) that builds the
-inputs, the others get inputs from their model config. Weights use initializer_range 0.1 so that outputs are
-of order 0.1-1 and the 1e-4 tolerance means something (the default 0.02 gives logits of order 1e-3).
+Every (architecture, feature) pair is exported and validated by the test kit's generated cases
+(``test_onnx_cases.py``: one vision pair in the default tier, every pair with ``--exporter-matrix``). Here, the old
+exporter's pairs are exported (through the kit's cache, so never twice) with varied sizes and preprocessors, and
+checked further: validation at batch 1, rows that differ (so the 1e-4 tolerance means something), a graph that
+states its fixed image size and refuses another one. DeiT at irregular sizes and Perceiver's images run in the
+default tier, the other pairs with ``--exporter-matrix``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -25,9 +27,9 @@ from exporter_core.architectures.vision import (
     image_size_of,
 )
 from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError
+from exporter_core.export_cases import CaseOutcome
 from exporter_core.features import FeaturesManager, config_class_for
-from exporter_core.testing import build_tiny_checkpoint, build_tiny_tokenizer, tiny_model_config
-from exporter_onnx.convert import OnnxExportInfo, export_onnx
+from exporter_core.testing import build_tiny_tokenizer, tiny_model_config
 from exporter_onnx.runtime import OnnxRuntimeRunner
 from exporter_validate.compare import validate_outputs
 
@@ -36,73 +38,65 @@ _IMAGE_AXES = {0: "batch", 1: "num_channels", 2: "height", 3: "width"}
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One (architecture, feature) pair and how its tiny checkpoint is built."""
+    """One (architecture, feature) pair, its size overrides and the preprocessor its checkpoint carries."""
 
     model_type: str
     feature: str
-    overrides: tuple[tuple[str, Any], ...] = ()
-    image_processor: bool = False
-    tokenizer: bool = False
+    sizes: tuple[tuple[str, Any], ...] = ()
+    preprocessor: str | None = None
 
     @property
     def id(self) -> str:
-        extras = "+processor" if self.image_processor else "+tokenizer" if self.tokenizer else ""
-        return f"{self.model_type}-{self.feature}{extras}"
+        return f"{self.model_type}-{self.feature}" + (f"+{self.preprocessor}" if self.preprocessor else "")
 
 
 # Sizes and options vary so that not every model is the regular 30x30, 3-channel, absolute-position one.
 _DEIT = (("image_size", 24), ("patch_size", 4), ("num_channels", 1))
 _BEIT = (("use_relative_position_bias", True),)
 _DATA2VEC = (("use_shared_relative_position_bias", True), ("use_mean_pooling", False), ("patch_size", 3))
+_MATRIX = pytest.mark.exporter_matrix
 CASES = [
-    Case("vit", "default", image_processor=True),
-    Case("vit", "image-classification", image_processor=True),
-    Case("deit", "default", _DEIT),
+    pytest.param(Case("vit", "default", preprocessor="image_processor"), marks=_MATRIX),
+    pytest.param(Case("vit", "image-classification", preprocessor="image_processor"), marks=_MATRIX),
+    pytest.param(Case("deit", "default", _DEIT), marks=_MATRIX),
     Case("deit", "image-classification", _DEIT),
-    Case("beit", "default", _BEIT, image_processor=True),
-    Case("beit", "image-classification", _BEIT, image_processor=True),
-    Case("data2vec-vision", "default", _DATA2VEC),
-    Case("data2vec-vision", "image-classification", _DATA2VEC),
-    Case("perceiver", "masked-lm", tokenizer=True),
-    Case("perceiver", "sequence-classification"),
-    Case("perceiver", "image-classification", image_processor=True),
+    pytest.param(Case("beit", "default", _BEIT, preprocessor="image_processor"), marks=_MATRIX),
+    pytest.param(Case("beit", "image-classification", _BEIT, preprocessor="image_processor"), marks=_MATRIX),
+    pytest.param(Case("data2vec-vision", "default", _DATA2VEC), marks=_MATRIX),
+    pytest.param(Case("data2vec-vision", "image-classification", _DATA2VEC), marks=_MATRIX),
+    pytest.param(Case("perceiver", "masked-lm", preprocessor="tokenizer"), marks=_MATRIX),
+    pytest.param(Case("perceiver", "sequence-classification"), marks=_MATRIX),
+    Case("perceiver", "image-classification", preprocessor="image_processor"),
 ]
 
 
 @dataclasses.dataclass
 class Exported:
-    """A tiny checkpoint, its loaded model and preprocessor, the export config and the written ONNX file."""
+    """An export outcome with its loaded model, preprocessor, export config and an ONNX Runtime runner."""
 
     case: Case
-    checkpoint: Path
+    outcome: CaseOutcome
     model: Any
     preprocessor: Any
     config: Any
-    info: OnnxExportInfo
+    path: Path
     runner: OnnxRuntimeRunner
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda case: case.id)
-def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """Build, load and export one pair (once per module), as the pipeline does: checkpoint folder in, ONNX out."""
+def pair(request: pytest.FixtureRequest, exported: Callable[..., CaseOutcome]) -> Exported:
+    """One pair exported through the pipeline (the kit's cache: once per run), and what the checks below need."""
     case: Case = request.param
-    folder = tmp_path_factory.mktemp(case.id)
-    overrides = {"initializer_range": 0.1, **dict(case.overrides)}
-    checkpoint = build_tiny_checkpoint(
-        case.model_type,
-        case.feature,
-        folder / "checkpoint",
-        with_tokenizer=case.tokenizer,
-        with_image_processor=case.image_processor,
-        config_overrides=overrides,
-    )
+    outcome = exported(case.model_type, case.feature, "onnx", sizes=dict(case.sizes), preprocessor=case.preprocessor)
+    assert outcome.validated, outcome.reason
+    assert outcome.checkpoint is not None
     config_cls = config_class_for(case.model_type)
-    model = loading.load_model(checkpoint, case.feature, config_cls)
-    preprocessor = loading.load_preprocessor(checkpoint)
-    assert (preprocessor is not None) == (case.image_processor or case.tokenizer)
+    model = loading.load_model(outcome.checkpoint, case.feature, config_cls)
+    preprocessor = loading.load_preprocessor(outcome.checkpoint)
+    assert (preprocessor is not None) == (case.preprocessor is not None)
     config = config_cls.for_feature(model.config, case.feature)
-    info = export_onnx(model, config, folder / "model.onnx", preprocessor=preprocessor)
-    return Exported(case, checkpoint, model, preprocessor, config, info, OnnxRuntimeRunner(info.path))
+    (path,) = outcome.artifacts(".onnx")
+    return Exported(case, outcome, model, preprocessor, config, path, OnnxRuntimeRunner(path))
 
 
 def _record(record_property: Any, batch: int, report: Any) -> None:
@@ -113,31 +107,22 @@ def _record(record_property: Any, batch: int, report: Any) -> None:
 # -- export + validation at other batch sizes ----------------------------------------------------------------------
 
 
-def test_export_uses_the_dynamo_engine_without_fallback(exported: Exported) -> None:
-    assert exported.info.engine == "dynamo"
-    assert exported.info.fallback_reason is None
-    assert exported.info.input_names == list(exported.config.inputs)
-    assert exported.info.output_names == list(exported.config.outputs)
+def test_validated_at_batch_three_with_reference_inputs(pair: Exported) -> None:
+    assert pair.outcome.report is not None
+    (part,) = pair.outcome.report["parts"]
+    first = next(iter(part["reference_inputs"].values()))
+    assert first[0] == 3 != pair.config.default_batch_size
+    assert part["atol"] == 1e-4
+    assert pair.outcome.report["metadata"].get("fallback_reason") is None
 
 
-def test_validates_at_batch_three_with_reference_inputs(exported: Exported, record_property: Any) -> None:
+def test_validates_at_batch_one(pair: Exported, record_property: Any) -> None:
+    inputs = pair.config.generate_dummy_inputs(pair.preprocessor, batch_size=1, framework="np", padded=True, seed=2)
     report = validate_outputs(
-        exported.config, exported.model, exported.runner, preprocessor=exported.preprocessor, log=lambda line: None
-    )
-    first = next(iter(report.reference_inputs.values()))
-    assert first[0] == 3 != exported.config.default_batch_size
-    assert report.atol == 1e-4
-    assert report.passed, "\n".join(report.log_lines())
-    _record(record_property, 3, report)
-
-
-def test_validates_at_batch_one(exported: Exported, record_property: Any) -> None:
-    inputs = exported.config.generate_dummy_inputs(exported.preprocessor, batch_size=1, framework="np", padded=True, seed=2)
-    report = validate_outputs(
-        exported.config,
-        exported.model,
-        exported.runner,
-        preprocessor=exported.preprocessor,
+        pair.config,
+        pair.model,
+        pair.runner,
+        preprocessor=pair.preprocessor,
         inputs=inputs,
         log=lambda line: None,
     )
@@ -145,14 +130,14 @@ def test_validates_at_batch_one(exported: Exported, record_property: Any) -> Non
     _record(record_property, 1, report)
 
 
-def test_reference_rows_differ_so_a_batch_mixup_would_fail(exported: Exported) -> None:
+def test_reference_rows_differ_so_a_batch_mixup_would_fail(pair: Exported) -> None:
     """Validation is only meaningful if different rows give outputs further apart than the tolerance."""
     import torch
 
-    inputs = exported.config.generate_reference_inputs(exported.preprocessor, framework="pt")
+    inputs = pair.config.generate_reference_inputs(pair.preprocessor, framework="pt")
     with torch.no_grad():
-        first = next(iter(exported.model(**exported.config.model_kwargs(inputs)).values()))
-    assert float((first[0] - first[1]).abs().max()) > 100 * exported.config.atol_for_validation
+        first = next(iter(pair.model(**pair.config.model_kwargs(inputs)).values()))
+    assert float((first[0] - first[1]).abs().max()) > 100 * pair.config.atol_for_validation
 
 
 # -- what the graph accepts -----------------------------------------------------------------------------------------
@@ -167,27 +152,27 @@ def _graph_dims(path: Path) -> dict[str, list[int | str]]:
     }
 
 
-def test_graph_has_a_dynamic_batch_and_the_model_s_fixed_image_size(exported: Exported) -> None:
+def test_graph_has_a_dynamic_batch_and_the_model_s_fixed_image_size(pair: Exported) -> None:
     """Patch and position embeddings fix channels and image size; the graph says so and the runtime enforces it."""
-    dims = _graph_dims(exported.info.path)
-    model_config = exported.model.config
-    if exported.config.task in ("masked-lm", "sequence-classification"):
+    dims = _graph_dims(pair.path)
+    model_config = pair.model.config
+    if pair.config.task in ("masked-lm", "sequence-classification"):
         assert dims == {"inputs": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
         return
-    name = next(iter(exported.config.inputs))
+    name = next(iter(pair.config.inputs))
     height, width = image_size_of(model_config)
     channels = getattr(model_config, "num_channels", 3)  # Perceiver's image preprocessor takes RGB
     wrong = np.zeros((2, channels, height + 2, width + 2), dtype=np.float32)
     with pytest.raises(Exception, match="(?i)dimension"):
-        exported.runner({name: wrong})
-    if exported.case.model_type != "perceiver":
+        pair.runner({name: wrong})
+    if pair.case.model_type != "perceiver":
         assert dims == {name: ["batch", channels, height, width]}
         return
     # Perceiver flattens the image before adding its image_size**2 learned positions: like PyTorch, the graph
     # takes any height x width with that many pixels, and agrees with PyTorch on such a non-square image.
     assert dims == {name: ["batch", channels, "height", "width"]}
     reshaped = np.random.default_rng(3).standard_normal((2, channels, height // 2, width * 2)).astype(np.float32)
-    report = validate_outputs(exported.config, exported.model, exported.runner, inputs={name: reshaped}, log=lambda line: None)
+    report = validate_outputs(pair.config, pair.model, pair.runner, inputs={name: reshaped}, log=lambda line: None)
     assert report.passed, "\n".join(report.log_lines())
 
 
