@@ -21,7 +21,7 @@ import torch
 
 import exporter
 from exporter_neuron import load, read_metadata
-from exporter_torchscript.tracing import without_jit_deprecation
+from exporter_torchscript.runtime import without_jit_deprecation
 
 from conftest import aws_sdk_targets
 

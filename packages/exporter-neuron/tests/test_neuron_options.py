@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from exporter_core.errors import InvalidArgumentError
-from exporter_neuron.options import check_options, compiler_arguments, trace_arguments, trace_function
+from exporter_neuron.backend import NeuronBackend
+from exporter_neuron.options import compiler_arguments, parse_options, trace_arguments, trace_function
 
 
 @pytest.mark.parametrize(
@@ -21,33 +22,42 @@ from exporter_neuron.options import check_options, compiler_arguments, trace_arg
 )
 def test_auto_cast_maps_to_fast_math_on_inf1_and_auto_cast_on_inf2(auto_cast, cast_type, inf1, inf2):
     common = {"auto_cast": auto_cast, "auto_cast_type": cast_type}
-    assert compiler_arguments(check_options({"target": "inf1", **common})) == inf1
-    assert compiler_arguments(check_options({"target": "inf2", **common})) == inf2
+    assert compiler_arguments(parse_options({"target": "inf1", **common})) == inf1
+    assert compiler_arguments(parse_options({"target": "inf2", **common})) == inf2
 
 
 def test_trn1_gets_its_own_target_and_tf32():
-    options = check_options({"target": "trn1", "auto_cast": "all", "auto_cast_type": "tf32"})
+    options = parse_options({"target": "trn1", "auto_cast": "all", "auto_cast_type": "tf32"})
     assert compiler_arguments(options) == ["--target", "trn1", "--auto-cast", "all", "--auto-cast-type", "tf32"]
     assert trace_function(options) == "torch_neuronx.trace"
 
 
 def test_compiler_args_pass_through_after_ours_from_a_string_or_a_list():
-    options = check_options({"target": "inf2", "auto_cast": "none", "compiler_args": "--optlevel 1 --model-type 'transformer'"})
+    options = parse_options({"target": "inf2", "auto_cast": "none", "compiler_args": "--optlevel 1 --model-type 'transformer'"})
     assert compiler_arguments(options) == ["--target", "inf2", "--auto-cast", "none", "--optlevel", "1", "--model-type", "transformer"]
-    assert compiler_arguments(check_options({"target": "inf1", "compiler_args": ["-O2"]})) == ["-O2"]
+    assert compiler_arguments(parse_options({"target": "inf1", "compiler_args": ["-O2"]})) == ["-O2"]
 
 
 def test_dynamic_batch_is_a_trace_argument_on_inf1_only():
-    inf1 = trace_arguments(check_options({"target": "inf1", "dynamic_batch": True, "compiler_workdir": "/tmp/w"}))
+    inf1 = trace_arguments(parse_options({"target": "inf1", "dynamic_batch": True, "compiler_workdir": "/tmp/w"}))
     assert inf1 == {"compiler_args": [], "dynamic_batch_size": True, "compiler_workdir": "/tmp/w"}
     # torch-neuronx switches dynamic batching on after tracing (torch_neuronx.dynamic_batch), not through trace.
-    assert trace_arguments(check_options({"target": "inf2", "dynamic_batch": True})) == {"compiler_args": ["--target", "inf2"]}
-    assert trace_function(check_options({"target": "inf1"})) == "torch_neuron.trace"
+    assert trace_arguments(parse_options({"target": "inf2", "dynamic_batch": True})) == {"compiler_args": ["--target", "inf2"]}
+    assert trace_function(parse_options({"target": "inf1"})) == "torch_neuron.trace"
 
 
 def test_defaults_are_inf2_and_the_architectures_shape():
-    options = check_options({})
+    options = parse_options({})
     assert (options.target, options.batch_size, options.sequence_length, options.dynamic_batch) == ("inf2", None, None, False)
+
+
+def test_the_backends_checked_options_read_back_to_the_same_options():
+    given = {"target": "inf1", "batch_size": 4, "dynamic_batch": True, "auto_cast": "all", "compiler_args": "-O2 --x 'a b'"}
+    parsed = parse_options(given)
+    assert parse_options(parsed.to_dict()) == parsed
+    assert parsed.to_dict()["compiler_args"] == ["-O2", "--x", "a b"]
+    with pytest.raises(InvalidArgumentError, match="has no option 'opset'"):
+        NeuronBackend.check_options({"opset": 14})  # refused before the SDK is looked up
 
 
 @pytest.mark.parametrize(
@@ -68,5 +78,5 @@ def test_defaults_are_inf2_and_the_architectures_shape():
 )
 def test_mistakes_are_refused_with_the_fix(options, message):
     with pytest.raises(InvalidArgumentError) as caught:
-        check_options(options)
+        parse_options(options)
     assert message in str(caught.value)

@@ -145,13 +145,19 @@ def test_help_of_export_and_analyze(cli):
         cli("neuron", "--help")
 
 
-def test_features_with_a_cache_are_refused_before_the_sdk_is_needed():
-    from exporter_core.errors import InvalidArgumentError
+def test_plans_a_static_trace_cannot_serve_are_refused_before_the_sdk_is_needed(no_sdk, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    from exporter_core.backend import ExportRequest
+    from exporter_core.errors import UnsupportedFeatureError
     from exporter_core.features import config_class_for
     from exporter_core.testing import tiny_model_config
-    from exporter_neuron.compiling import compile_for_neuron
-    from exporter_neuron.options import check_options
 
-    config = config_class_for("gpt2").for_feature(tiny_model_config("gpt2"), "causal-lm-with-past")
-    with pytest.raises(InvalidArgumentError, match="export feature 'causal-lm' instead of 'causal-lm-with-past'"):
-        compile_for_neuron(None, config, check_options({}), feature="causal-lm-with-past")
+    model_config = tiny_model_config("gpt2")
+    plan = config_class_for("gpt2").for_feature(model_config, "causal-lm-with-past").export_plan(GPT2LMHeadModel(model_config))
+    assert plan.static_trace_refusal
+    request = ExportRequest(plan=plan, staging=tmp_path, artifact_name="model_neuron.pt")
+    with pytest.raises(UnsupportedFeatureError) as caught:
+        NeuronBackend().export(request)
+    assert str(caught.value) == plan.static_trace_refusal and "takes past key values" in str(caught.value)
+    assert not any(tmp_path.iterdir())

@@ -22,7 +22,7 @@ from exporter_core.errors import InvalidArgumentError
 from exporter_core.padding import InputShapeError
 from exporter_neuron import load, read_metadata
 from exporter_neuron.runtime import CompiledModuleRunner
-from exporter_torchscript.tracing import without_jit_deprecation
+from exporter_torchscript.runtime import without_jit_deprecation
 
 from conftest import standin_or_skip
 
@@ -94,6 +94,11 @@ def test_validation_ran_at_the_compiled_shape_and_padded_smaller_inputs(inf2_exp
     assert report["passed"] is True and report["format"] == "Neuron" and report["backend"] == "neuron"
     shapes = [part["reference_inputs"]["input_ids"] for part in report["parts"]]
     assert shapes == [[2, 12], [1, 8]]
+    assert all(part["export_inputs"] == {name: [2, 12] for name in TEXT_INPUTS} for part in report["parts"])
+    assert [part["part"] for part in report["parts"]] == [
+        "model (traced shape (batch 2 × sequence 12))",
+        "model (smaller inputs (batch 1 × sequence 8) padded to the traced shape)",
+    ]
     assert report["worst_max_abs_diff"] <= 1e-5
     assert report["metadata"]["target"] == "inf2" and report["metadata"]["files"] == ["model_neuron.pt", "model_neuron.neuron.json"]
 

@@ -20,12 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from exporter_core.errors import ExportError
-from exporter_core.modeling import export_module, prepared_for_export, untied_copy
 from exporter_core.padding import describe_shape, static_shape_of
-from exporter_neuron.compiling import example_inputs, first_line, static_sizes
 from exporter_neuron.options import NeuronOptions
 from exporter_neuron.sdk import InstalledSdk, import_sdk, require_sdk
-from exporter_torchscript.tracing import shared_parameter_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.config import OnnxConfig
@@ -156,16 +153,16 @@ def analyze_operators(
     """Ask the target's SDK which of `model`'s operators run on Neuron at the options' static shape."""
     import torch
 
+    from exporter_torchscript.static import example_inputs, first_line, static_sizes, traceable
+
     installed = installed or require_sdk(options.target)
-    batch, sequence = static_sizes(config, options)
+    batch, sequence = static_sizes(config, options.batch_size, options.sequence_length)
     sdk_module = import_sdk(installed)
     dummy = example_inputs(config, preprocessor, batch, sequence)
     names = list(dummy)
     values = tuple(dummy.values())
     static = static_shape_of(dummy, config.inputs)
-    with prepared_for_export(model, config), torch.no_grad():
-        source = untied_copy(model) if shared_parameter_groups(model) else model
-        wrapper = export_module(source, config, names)
+    with traceable(model, config, names) as wrapper:
         try:
             if options.uses_neuronx:
                 extra = _accepted_keywords(sdk_module.analyze, {"is_hf_transformers": True})

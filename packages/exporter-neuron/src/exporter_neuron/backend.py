@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from exporter_core.backend import Backend, ExportPart, ExportRequest, ExportResult
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
+from exporter_core.errors import UnsupportedFeatureError
 from exporter_neuron.commands import add_shape_arguments, configure_analyze
-from exporter_neuron.options import AUTO_CAST, AUTO_CAST_TYPES, check_options
+from exporter_neuron.options import AUTO_CAST, AUTO_CAST_TYPES, parse_options
 from exporter_neuron.sdk import require_sdk, unavailable_reason
 
 __all__ = ["NeuronBackend"]
@@ -72,8 +73,8 @@ class NeuronBackend(Backend):
 
     @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
-        """The options `export` reads, checked, after checking the chosen target's SDK (raises `UserError`)."""
-        options = {
+        """The options `export` reads, as the command line gives them (checked by `check_options`)."""
+        return {
             "target": args.target,
             "batch_size": args.batch_size,
             "sequence_length": args.sequence_length,
@@ -83,24 +84,33 @@ class NeuronBackend(Backend):
             "auto_cast_type": args.auto_cast_type,
             "compiler_workdir": args.compiler_workdir,
         }
-        # Refuse a mistake, or a missing SDK for the chosen target, before any model is loaded or file written.
-        require_sdk(check_options(options).target)
-        return options
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Known options with good values (see `exporter_neuron.options`), and the chosen target's SDK installed:
+        a mistake, or a missing SDK, is refused before any model is loaded or file written."""
+        parsed = parse_options(options)
+        require_sdk(parsed.target)
+        return parsed.to_dict()
 
     def export(self, request: ExportRequest) -> ExportResult:
-        """Compile at the static shape, save with metadata, and describe the validation runs (compiled shape, padded, batch)."""
+        """Compile the plan's part at the static shape, save it with its metadata, and say where to validate it: at
+        the compiled shape, with smaller inputs the loader pads, and with dynamic batching at a larger batch."""
+        plan = request.plan
+        if plan.static_trace_refusal is not None:
+            raise UnsupportedFeatureError(plan.static_trace_refusal)
         from exporter_core.padding import describe_shape
-        from exporter_neuron.compiling import compile_for_neuron, example_inputs, save_compiled
+        from exporter_neuron.compiling import compile_for_neuron, save_compiled
         from exporter_neuron.runtime import CompiledModuleRunner
-        from exporter_torchscript.reference import PaddedReference, padding_effect
-        from exporter_torchscript.tracing import reference_shapes
+        from exporter_torchscript.static import static_scenarios
 
-        options = check_options(request.options)
+        options = parse_options(request.options)
         installed = require_sdk(options.target)
-        config = request.config
-        compiled = compile_for_neuron(
-            request.model, config, options, preprocessor=request.preprocessor, feature=request.feature, installed=installed
-        )
+        part = plan.main
+        with plan.capture():
+            compiled = compile_for_neuron(
+                part.module, part.config, options, preprocessor=request.preprocessor, feature=plan.feature, installed=installed
+            )
         metadata, contract = compiled.metadata, compiled.contract
         logger.info(
             f"Compiled for {metadata.target} with {metadata.trace_function} ({installed.distribution} {installed.version}) "
@@ -112,43 +122,17 @@ class NeuronBackend(Backend):
                 f"\t-[!] {installed.distribution} is a stand-in for AWS's {installed.sdk.distribution}: the file is "
                 "TorchScript traced on CPU, not a Neuron artifact"
             )
+        # Measured before saving: the padding effect goes into the contract saved with the module.
+        scenarios = static_scenarios(
+            part.module, part.config, contract, preprocessor=request.preprocessor, larger_batch=metadata.dynamic_batch
+        )
         path = request.staging / request.artifact_name
         files = save_compiled(compiled, path)
-        runner = CompiledModuleRunner(path)
-        # The saved file runs at the compiled shape (rows of several lengths), then with smaller inputs that the
-        # loader pads up to it, and with dynamic batching at a larger batch. Padded calls are compared with the
-        # unpadded model unless padding by itself changes this model's outputs (then with the padded model).
-        inputs_sets = reference_shapes(config, metadata.static_shape, request.preprocessor)
-        if metadata.dynamic_batch:
-            batch = metadata.static_shape.get("batch", 1)
-            larger = example_inputs(
-                config, request.preprocessor, 2 * batch + 1, metadata.static_shape.get("sequence", -1), framework="np", seed=5
-            )
-            inputs_sets.append((f"larger batch ({2 * batch + 1}) through dynamic batching", larger))
-        parts = []
-        for index, (label, inputs) in enumerate(inputs_sets):
-            reference_model = request.model
-            if index > 0 and contract.static_shape:
-                effect = padding_effect(request.model, config, inputs, contract.static_shape, contract.pad_token_id)
-                if effect > config.atol_for_validation:
-                    logger.warning(
-                        "\t-[!] padding changes %s's outputs at real positions by up to %.2e (the model mixes positions "
-                        "outside attention); padded calls are validated against the model on the same padded inputs",
-                        type(request.model).__name__,
-                        effect,
-                    )
-                    reference_model = PaddedReference(request.model, config, contract.static_shape, contract.pad_token_id)
-                    label += f" (padding changes this model's outputs by up to {effect:.2e}: compared with the model on the same padded inputs)"
-            parts.append(
-                ExportPart(
-                    name=label,
-                    artifact=request.artifact_name,
-                    config=config,
-                    model=reference_model,
-                    runner=runner,
-                    input_names=list(metadata.input_names),
-                    output_names=list(metadata.output_names),
-                    reference_inputs=inputs,
-                )
-            )
-        return ExportResult(artifacts=files, parts=parts, metadata={"files": files, **metadata.to_dict()})
+        exported = ExportedPart(
+            name=part.name,
+            artifact=request.artifact_name,
+            runner=CompiledModuleRunner(path, contract),
+            export_inputs=dict(metadata.input_shapes),
+            scenarios=scenarios,
+        )
+        return ExportResult(artifacts=files, parts=[exported], metadata={"files": files, **metadata.to_dict()})

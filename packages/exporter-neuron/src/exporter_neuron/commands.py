@@ -58,10 +58,10 @@ def configure_analyze(parser: argparse.ArgumentParser) -> None:
 
 def run_analyze(args: argparse.Namespace) -> None:
     """Check the SDK, load the model, ask the SDK, print the report."""
-    from exporter_neuron.options import check_options
+    from exporter_neuron.options import parse_options
     from exporter_neuron.sdk import require_sdk
 
-    options = check_options({"target": args.target, "batch_size": args.batch_size, "sequence_length": args.sequence_length})
+    options = parse_options({"target": args.target, "batch_size": args.batch_size, "sequence_length": args.sequence_length})
     installed = require_sdk(options.target)  # before any model is loaded or SDK imported
     model, config, preprocessor = _load(args.model, args.feature, args.preprocessor, args.cache_dir)
 

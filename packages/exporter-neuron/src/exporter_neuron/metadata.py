@@ -18,9 +18,12 @@ import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from exporter_core.errors import InvalidArgumentError, ModelNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exporter_torchscript.metadata import TraceMetadata
 
 __all__ = ["FORMAT_VERSION", "NEURON_EXTRA_FILE", "NeuronMetadata", "metadata_path", "read_metadata"]
 
@@ -67,6 +70,48 @@ class NeuronMetadata:
     #: Distinct warnings the tracer gave while compiling.
     tracer_warnings: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def for_contract(
+        cls,
+        contract: TraceMetadata,
+        *,
+        target: str,
+        sdk: dict[str, Any],
+        trace_function: str,
+        trace_arguments: dict[str, Any],
+        static_shape: dict[str, int],
+        dynamic_batch: bool,
+        auto_cast: str | None,
+        auto_cast_type: str | None,
+        exporter_neuron_version: str,
+    ) -> "NeuronMetadata":
+        """The metadata of a module compiled with the given SDK call; what the trace recorded comes from its contract."""
+        return cls(
+            target=target,
+            sdk=sdk,
+            trace_function=trace_function,
+            trace_arguments=trace_arguments,
+            compiler_args=list(trace_arguments["compiler_args"]),
+            static_shape=static_shape,
+            dynamic_batch=dynamic_batch,
+            input_names=list(contract.input_names),
+            input_shapes=dict(contract.input_shapes),
+            input_dtypes=dict(contract.input_dtypes),
+            output_names=list(contract.output_names),
+            auto_cast=auto_cast,
+            auto_cast_type=auto_cast_type,
+            model_type=contract.model_type,
+            model_class=contract.model_class,
+            feature=contract.feature,
+            versions={
+                "torch": contract.torch_version,
+                "transformers": contract.transformers_version,
+                "exporter-neuron": exporter_neuron_version,
+            },
+            untied_parameters=list(contract.untied_parameters),
+            tracer_warnings=list(contract.tracer_warnings),
+        )
 
     @property
     def compiled_by_aws_sdk(self) -> bool:

@@ -17,7 +17,7 @@ Pure functions: nothing here imports torch or the SDK.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from exporter_core.errors import InvalidArgumentError
@@ -28,8 +28,8 @@ __all__ = [
     "AUTO_CAST_TYPES",
     "OPTIONS",
     "NeuronOptions",
-    "check_options",
     "compiler_arguments",
+    "parse_options",
     "trace_arguments",
     "trace_function",
 ]
@@ -37,7 +37,7 @@ __all__ = [
 #: Our spellings of the cast policies (the compilers spell "matmul" as "matmult").
 AUTO_CAST = ("none", "matmul", "all")
 AUTO_CAST_TYPES = ("bf16", "fp16", "tf32")
-#: Options `check_options` accepts (the keys of `ExportRequest.options`).
+#: Options `parse_options` accepts (the keys of `ExportRequest.options`).
 OPTIONS = (
     "target",
     "batch_size",
@@ -73,6 +73,10 @@ class NeuronOptions:
     auto_cast_type: str | None = None
     compiler_workdir: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The options as `parse_options` reads them back (the dict the backend's `check_options` returns)."""
+        return {**asdict(self), "compiler_args": list(self.compiler_args)}
+
     @property
     def uses_neuronx(self) -> bool:
         """True for the torch-neuronx targets (Inf2, Trn1)."""
@@ -104,7 +108,7 @@ def _flag_names(args: tuple[str, ...]) -> set[str]:
     return {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
 
 
-def check_options(options: Mapping[str, Any]) -> NeuronOptions:
+def parse_options(options: Mapping[str, Any]) -> NeuronOptions:
     """`options` checked and normalised; a mistake raises `InvalidArgumentError` naming the fix."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
