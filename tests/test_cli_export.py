@@ -7,9 +7,9 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+from conftest import EXAMPLE, run_module
 
 import exporter
-from conftest import EXAMPLE, run_module
 
 
 def test_old_command_line_prints_old_log(tmp_path):
@@ -51,7 +51,14 @@ def test_opset_14_through_cli_runs_in_onnxruntime(cli, checkpoint, tmp_path):
 
 
 def test_report_json_states_shapes_and_tolerance(cli, checkpoint, tmp_path):
-    result = cli("onnx", "--model", str(checkpoint("bert", "question-answering")), "--feature", "question-answering", str(tmp_path))
+    result = cli(
+        "onnx",
+        "--model",
+        str(checkpoint("bert", "question-answering")),
+        "--feature",
+        "question-answering",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "model.validation.json").read_text())
     assert report["passed"] is True
@@ -70,7 +77,12 @@ def test_backends_and_features_commands(cli):
     assert any(line.startswith("onnx") and "ready" in line for line in result.stdout.splitlines())
     result = cli("features", "distilbert")
     assert result.stdout.split() == [
-        "default", "masked-lm", "sequence-classification", "multiple-choice", "token-classification", "question-answering"
+        "default",
+        "masked-lm",
+        "sequence-classification",
+        "multiple-choice",
+        "token-classification",
+        "question-answering",
     ]
     result = cli("features", str(EXAMPLE))
     assert "causal-lm" in result.stdout.split()
@@ -78,12 +90,18 @@ def test_backends_and_features_commands(cli):
 
 def test_third_party_architecture_plugin_exports(cli, tmp_path):
     """tests/fixtures/exporter-fixture-arch adds `mpnet` through an entry point; the CLI then exports it."""
-    from exporter_core.testing import build_tiny_tokenizer
     from transformers import AutoConfig, MPNetForSequenceClassification
 
+    from exporter_core.testing import build_tiny_tokenizer
+
     config = AutoConfig.for_model(
-        "mpnet", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37, max_position_embeddings=64,
+        "mpnet",
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
     )
     folder = tmp_path / "mpnet"
     MPNetForSequenceClassification(config).save_pretrained(str(folder))

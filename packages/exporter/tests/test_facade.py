@@ -22,9 +22,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "tiny-bert"
 def no_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide every installed backend, as on a machine where only the facade is installed."""
     real = plugins._entry_points
-    monkeypatch.setattr(
-        plugins, "_entry_points", lambda ns: [] if ns == plugins.BACKENDS_NAMESPACE else real(ns)
-    )
+    monkeypatch.setattr(plugins, "_entry_points", lambda ns: [] if ns == plugins.BACKENDS_NAMESPACE else real(ns))
 
 
 def test_missing_backend_names_pip_command(no_backends, capsys):
@@ -118,7 +116,9 @@ def wrong_kind_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     info = tmp_path / "exporter_test_wrong_kind-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: exporter-test-wrong-kind\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[{plugins.BACKENDS_NAMESPACE}]\nwrongkind = exporter_core.config:OnnxConfig\n")
+    (info / "entry_points.txt").write_text(
+        f"[{plugins.BACKENDS_NAMESPACE}]\nwrongkind = exporter_core.config:OnnxConfig\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(ExtensionManager, "ENTRY_POINT_CACHE", {})
     return "wrongkind"
@@ -146,7 +146,12 @@ def test_backend_of_the_wrong_kind_is_one_error_line(wrong_kind_backend, tmp_pat
 
 def test_features_command_needs_no_backend(no_backends, capsys):
     assert cli.main(["features", "layoutlm"]) == 0
-    assert capsys.readouterr().out.split() == ["default", "masked-lm", "sequence-classification", "token-classification"]
+    assert capsys.readouterr().out.split() == [
+        "default",
+        "masked-lm",
+        "sequence-classification",
+        "token-classification",
+    ]
     assert cli.main(["features", str(EXAMPLE)]) == 0
     assert "multiple-choice" in capsys.readouterr().out.split()
 

@@ -211,7 +211,7 @@ def load_backend(name: str) -> type[Backend]:
     backend = _load(BACKENDS_NAMESPACE, name)
     if backend is None:  # pragma: no cover - listing and loading disagree only if metadata changes mid-call
         raise BackendNotInstalledError(f"backend {name!r} disappeared while loading; reinstall it")
-    return backend  # type: ignore[no-any-return]
+    return backend
 
 
 def load_architecture(model_type: str) -> type[OnnxConfig] | None:
@@ -219,5 +219,5 @@ def load_architecture(model_type: str) -> type[OnnxConfig] | None:
     key = model_type.replace("_", "-")
     for info in list_architectures():
         if info.name.replace("_", "-") == key:
-            return _load(ARCHITECTURES_NAMESPACE, info.name)  # type: ignore[no-any-return]
+            return _load(ARCHITECTURES_NAMESPACE, info.name)
     return None

@@ -35,7 +35,12 @@ logger = logging.getLogger("exporter")
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, legacy: bool = False) -> None:
     """Options every backend subcommand (and the old ``python -m exporter.onnx``) shares."""
-    parser.add_argument("-m", "--model", required=True, help="Model ID on huggingface.co (local hub cache) or path on disk to load model from.")
+    parser.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        help="Model ID on huggingface.co (local hub cache) or path on disk to load model from.",
+    )
     parser.add_argument(
         "--feature",
         default="default",
@@ -43,13 +48,30 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fals
         metavar=None if legacy else "FEATURE",
         help="The type of features to export the model with (see `exporter features MODEL`).",
     )
-    parser.add_argument("--atol", type=float, default=None, help="Absolute difference tolerance when validating the model.")
-    parser.add_argument("--framework", choices=["pt", "tf"], default=None, help="The framework to use (pt only: Transformers 5 has no TensorFlow).")
-    parser.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None, help="Path of the local hub cache.")
-    parser.add_argument("--preprocessor", choices=list(PREPROCESSOR_KINDS), default="auto", help="Which type of preprocessor to use.")
-    parser.add_argument("--keep-invalid", action="store_true", help="Keep the exported files even when validation fails.")
+    parser.add_argument(
+        "--atol", type=float, default=None, help="Absolute difference tolerance when validating the model."
+    )
+    parser.add_argument(
+        "--framework",
+        choices=["pt", "tf"],
+        default=None,
+        help="The framework to use (pt only: Transformers 5 has no TensorFlow).",
+    )
+    parser.add_argument(
+        "--cache_dir", "--cache-dir", dest="cache_dir", default=None, help="Path of the local hub cache."
+    )
+    parser.add_argument(
+        "--preprocessor", choices=list(PREPROCESSOR_KINDS), default="auto", help="Which type of preprocessor to use."
+    )
+    parser.add_argument(
+        "--keep-invalid", action="store_true", help="Keep the exported files even when validation fails."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show tracebacks and library warnings.")
-    parser.add_argument("output", type=Path, help="Path indicating where to store generated files (a folder, or an existing file to replace).")
+    parser.add_argument(
+        "output",
+        type=Path,
+        help="Path indicating where to store generated files (a folder, or an existing file to replace).",
+    )
 
 
 @contextlib.contextmanager
@@ -234,7 +256,9 @@ def _command_parser(prog: str, add_arguments: Callable[[argparse.ArgumentParser]
     return parser
 
 
-def _backend_parser(name: str, backend_cls: type[Backend], arguments: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+def _backend_parser(
+    name: str, backend_cls: type[Backend], arguments: list[str]
+) -> tuple[argparse.ArgumentParser, list[str]]:
     """The parser of ``exporter <name> ...`` and the arguments it reads.
 
     A backend may offer sub-actions (``exporter neuron analyze ...``): `subcommands()` maps each name to a function
@@ -294,7 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.install import backend_packages
 
         packages = backend_packages(command)
-        hint = f"install it with: pip install {' '.join(packages)}" if packages else "run `exporter backends` to see what is installed"
+        hint = (
+            f"install it with: pip install {' '.join(packages)}"
+            if packages
+            else "run `exporter backends` to see what is installed"
+        )
         print(f"error: unknown command or backend {command!r}; {hint}", file=sys.stderr)
         return 2
     args = parser.parse_args(arguments)

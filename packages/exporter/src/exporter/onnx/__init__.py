@@ -1,13 +1,14 @@
 """The old ``transformers.onnx`` API on Transformers 5: change the import line, keep the script.
 
-    from exporter.onnx import OnnxConfig, export, validate_model_outputs
-    from exporter.onnx.features import FeaturesManager
+``from exporter.onnx import OnnxConfig, export, validate_model_outputs`` and
+``from exporter.onnx.features import FeaturesManager`` replace the ``transformers.onnx`` imports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 try:
     import exporter_onnx as _exporter_onnx  # noqa: F401

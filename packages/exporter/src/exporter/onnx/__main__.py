@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from exporter.cli import _setup_logging, add_common_arguments, export_command, run_cli
 
