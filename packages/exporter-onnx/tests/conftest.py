@@ -1,5 +1,7 @@
-"""Shared fixtures of exporter-onnx's tests: tiny checkpoints built once per worker, and a record of the measured
-differences between ONNX Runtime and PyTorch.
+"""Shared fixtures of exporter-onnx's tests: a record of the measured differences between ONNX Runtime and PyTorch.
+
+Tiny checkpoints come from the test kit's ``tiny_checkpoint`` fixture (exporter-core's pytest plugin), built once
+per run and shared by pytest-xdist workers.
 
 Set ``EXPORTER_ONNX_DIFFS`` to a file path to collect every recorded difference (one JSON line per validation) and
 get a table of them, worst per pair and per architecture, at the end of the run (``-n 2`` included)::
@@ -24,41 +26,6 @@ _hf_logging.disable_progress_bar()
 _hf_logging.set_verbosity_error()
 
 DIFFS_ENV = "EXPORTER_ONNX_DIFFS"
-
-#: Standard deviation of the random weights of tiny checkpoints. Transformers' 0.02 gives classification logits
-#: of order 1e-3 (MobileBERT: 1e-4), against which an atol of 1e-5 proves little; 0.1 gives outputs of order 0.1-3.
-INIT_STD = 0.1
-
-
-def init_std_overrides(model_type: str) -> dict[str, float]:
-    """Config keywords that set every random-weight standard deviation of `model_type` to `INIT_STD`."""
-    if model_type in ("xlm", "flaubert"):
-        return {"init_std": INIT_STD, "embed_init_std": INIT_STD}
-    return {"initializer_range": INIT_STD}
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Build (once per worker and arguments) a tiny checkpoint and return its folder.
-
-    ``tiny_checkpoint(model_type, feature="default", with_tokenizer=False, **config_overrides)``; the weights'
-    standard deviation is `INIT_STD` unless an override says otherwise.
-    """
-    from exporter_core.testing import build_tiny_checkpoint
-
-    made: dict[tuple[Any, ...], Path] = {}
-
-    def build(model_type: str, feature: str = "default", with_tokenizer: bool = False, **overrides: Any) -> Path:
-        overrides = {**init_std_overrides(model_type), **overrides}
-        key = (model_type, feature, with_tokenizer, tuple(sorted((k, repr(v)) for k, v in overrides.items())))
-        if key not in made:
-            folder = tmp_path_factory.mktemp(f"{model_type}-{feature}")
-            made[key] = build_tiny_checkpoint(
-                model_type, feature, folder, with_tokenizer=with_tokenizer, config_overrides=overrides
-            )
-        return made[key]
-
-    return build
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The ONNX conversion itself: opsets honoured exactly, engines, refusals, the old `export` API, atomic writes,
-external data, and the caller's model left as it was.
+external data, the caller's model left as it was, and the backend executing whatever export plan it is given.
 
 One tiny BERT (irregular sizes, with its tokenizer) serves every test. Opsets below 18 go through the
 TorchScript-based engine (well under a second each); only the opset-18 and external-data tests pay for a
@@ -301,3 +301,54 @@ def test_dynamo_files_carry_no_stack_traces_or_local_paths(bert: _Bert, tmp_path
     raw = info.path.read_bytes()
     for local in {str(Path(__file__).resolve().parents[3]), str(Path(onnx.__file__).parents[1])}:
         assert local.encode() not in raw
+
+
+# -- the backend: executes whatever plan it is given -------------------------------------------------------------------
+
+
+def test_backend_options_are_checked_before_anything_is_loaded() -> None:
+    from exporter_onnx.backend import OnnxBackend
+
+    assert OnnxBackend.check_options({}) == {"opset": None, "engine": "auto"}
+    assert OnnxBackend.check_options({"opset": 17, "engine": "torchscript"}) == {"opset": 17, "engine": "torchscript"}
+    with pytest.raises(InvalidArgumentError, match="no option 'optimise'; its options are opset, engine"):
+        OnnxBackend.check_options({"optimise": True})
+    with pytest.raises(InvalidArgumentError, match="opset must be an integer, got '17'"):
+        OnnxBackend.check_options({"opset": "17"})
+    with pytest.raises(InvalidArgumentError, match="opset must be an integer, got True"):
+        OnnxBackend.check_options({"opset": True})
+    with pytest.raises(InvalidArgumentError, match="unknown engine 'tensorrt'"):
+        OnnxBackend.check_options({"engine": "tensorrt"})
+
+
+def test_the_backend_writes_every_part_of_a_plan_and_records_the_traced_shapes(bert: _Bert, tmp_path: Path) -> None:
+    """No family or feature is looked at: a plan of two parts (here two views of one BERT) gives two files."""
+    from exporter_core.backend import ExportRequest
+    from exporter_core.plan import ExportPlan, PlanPart
+    from exporter_onnx.backend import OnnxBackend
+    from exporter_validate.compare import validate_outputs
+
+    config = bert.config()
+    scenarios = config.validation_scenarios(bert.tokenizer)
+    plan = ExportPlan(
+        "bert",
+        "default",
+        bert.model,
+        [
+            PlanPart("model", None, config, bert.model, scenarios),
+            PlanPart("again", "second.onnx", config, bert.model, scenarios),
+        ],
+    )
+    request = ExportRequest(plan, tmp_path, "named.onnx", bert.tokenizer, {"opset": 14})
+    result = OnnxBackend().export(request)
+    assert result.artifacts == ["named.onnx", "second.onnx"]
+    assert [(p.name, p.artifact) for p in result.parts] == [("model", "named.onnx"), ("again", "second.onnx")]
+    assert result.metadata["files"] == result.artifacts and set(result.metadata["parts"]) == {"model", "again"}
+    assert result.metadata["opset"] == 14 and result.metadata["engine"] == "torchscript"
+    for exported in result.parts:
+        assert exported.export_inputs == {name: [2, 8] for name in config.inputs}, "the traced shapes"
+        assert exported.scenarios is None, "ONNX validates at the plan's own scenarios"
+        report = validate_outputs(
+            config, bert.model, exported.runner, inputs=plan.part(exported.name).scenarios[0].inputs, log=lambda _: None
+        )
+        assert report.passed and report.reference_inputs["input_ids"] == [3, 9]
