@@ -8,12 +8,12 @@ skip when it is absent.
 from __future__ import annotations
 
 import glob
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from transformers.utils import logging as _hf_logging
 
 # Checkpoints are saved inside tests; keep Transformers' progress bars out of captured output.
@@ -22,7 +22,8 @@ _hf_logging.disable_progress_bar()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "neuron: needs AWS's Neuron SDK (torch-neuron or torch-neuronx) and a Neuron device; skipped elsewhere"
+        "markers",
+        "neuron: needs AWS's Neuron SDK (torch-neuron or torch-neuronx) and a Neuron device; skipped elsewhere",
     )
     # One compiled export (a module-scoped fixture) serves several tests of a file; with xdist's default "load"
     # scheduling they would land on both workers and each would compile and validate it again. Keep a file's
@@ -105,7 +106,9 @@ def standin_or_skip() -> Any:
 
     found = [find_sdk(sdk) for sdk in SDKS]
     if not all(item is not None and not item.is_aws for item in found):
-        pytest.skip("needs the Neuron SDK stand-in (pip install --no-deps packages/exporter-neuron/tests/fixtures/neuron-sdk-standin)")
+        pytest.skip(
+            "needs the Neuron SDK stand-in (pip install --no-deps packages/exporter-neuron/tests/fixtures/neuron-sdk-standin)"
+        )
     import neuron_sdk_standin
 
     return neuron_sdk_standin

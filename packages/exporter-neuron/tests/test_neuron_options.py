@@ -14,10 +14,30 @@ from exporter_neuron.options import compiler_arguments, parse_options, trace_arg
     [
         (None, None, [], ["--target", "inf2"]),
         ("none", None, ["--fast-math", "none"], ["--target", "inf2", "--auto-cast", "none"]),
-        ("matmul", None, ["--fast-math", "fp32-cast-matmult-bf16"], ["--target", "inf2", "--auto-cast", "matmult", "--auto-cast-type", "bf16"]),
-        ("matmul", "fp16", ["--fast-math", "fp32-cast-matmult-fp16"], ["--target", "inf2", "--auto-cast", "matmult", "--auto-cast-type", "fp16"]),
-        ("all", "bf16", ["--fast-math", "fp32-cast-all"], ["--target", "inf2", "--auto-cast", "all", "--auto-cast-type", "bf16"]),
-        ("all", "fp16", ["--fast-math", "fp32-cast-all-fp16"], ["--target", "inf2", "--auto-cast", "all", "--auto-cast-type", "fp16"]),
+        (
+            "matmul",
+            None,
+            ["--fast-math", "fp32-cast-matmult-bf16"],
+            ["--target", "inf2", "--auto-cast", "matmult", "--auto-cast-type", "bf16"],
+        ),
+        (
+            "matmul",
+            "fp16",
+            ["--fast-math", "fp32-cast-matmult-fp16"],
+            ["--target", "inf2", "--auto-cast", "matmult", "--auto-cast-type", "fp16"],
+        ),
+        (
+            "all",
+            "bf16",
+            ["--fast-math", "fp32-cast-all"],
+            ["--target", "inf2", "--auto-cast", "all", "--auto-cast-type", "bf16"],
+        ),
+        (
+            "all",
+            "fp16",
+            ["--fast-math", "fp32-cast-all-fp16"],
+            ["--target", "inf2", "--auto-cast", "all", "--auto-cast-type", "fp16"],
+        ),
     ],
 )
 def test_auto_cast_maps_to_fast_math_on_inf1_and_auto_cast_on_inf2(auto_cast, cast_type, inf1, inf2):
@@ -33,8 +53,19 @@ def test_trn1_gets_its_own_target_and_tf32():
 
 
 def test_compiler_args_pass_through_after_ours_from_a_string_or_a_list():
-    options = parse_options({"target": "inf2", "auto_cast": "none", "compiler_args": "--optlevel 1 --model-type 'transformer'"})
-    assert compiler_arguments(options) == ["--target", "inf2", "--auto-cast", "none", "--optlevel", "1", "--model-type", "transformer"]
+    options = parse_options(
+        {"target": "inf2", "auto_cast": "none", "compiler_args": "--optlevel 1 --model-type 'transformer'"}
+    )
+    assert compiler_arguments(options) == [
+        "--target",
+        "inf2",
+        "--auto-cast",
+        "none",
+        "--optlevel",
+        "1",
+        "--model-type",
+        "transformer",
+    ]
     assert compiler_arguments(parse_options({"target": "inf1", "compiler_args": ["-O2"]})) == ["-O2"]
 
 
@@ -42,17 +73,30 @@ def test_dynamic_batch_is_a_trace_argument_on_inf1_only():
     inf1 = trace_arguments(parse_options({"target": "inf1", "dynamic_batch": True, "compiler_workdir": "/tmp/w"}))
     assert inf1 == {"compiler_args": [], "dynamic_batch_size": True, "compiler_workdir": "/tmp/w"}
     # torch-neuronx switches dynamic batching on after tracing (torch_neuronx.dynamic_batch), not through trace.
-    assert trace_arguments(parse_options({"target": "inf2", "dynamic_batch": True})) == {"compiler_args": ["--target", "inf2"]}
+    assert trace_arguments(parse_options({"target": "inf2", "dynamic_batch": True})) == {
+        "compiler_args": ["--target", "inf2"]
+    }
     assert trace_function(parse_options({"target": "inf1"})) == "torch_neuron.trace"
 
 
 def test_defaults_are_inf2_and_the_architectures_shape():
     options = parse_options({})
-    assert (options.target, options.batch_size, options.sequence_length, options.dynamic_batch) == ("inf2", None, None, False)
+    assert (options.target, options.batch_size, options.sequence_length, options.dynamic_batch) == (
+        "inf2",
+        None,
+        None,
+        False,
+    )
 
 
 def test_the_backends_checked_options_read_back_to_the_same_options():
-    given = {"target": "inf1", "batch_size": 4, "dynamic_batch": True, "auto_cast": "all", "compiler_args": "-O2 --x 'a b'"}
+    given = {
+        "target": "inf1",
+        "batch_size": 4,
+        "dynamic_batch": True,
+        "auto_cast": "all",
+        "compiler_args": "-O2 --x 'a b'",
+    }
     parsed = parse_options(given)
     assert parse_options(parsed.to_dict()) == parsed
     assert parsed.to_dict()["compiler_args"] == ["-O2", "--x", "a b"]

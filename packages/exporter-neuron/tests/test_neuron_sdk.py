@@ -14,13 +14,12 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import standin_or_skip
 
 import exporter
 from exporter_core.errors import BackendUnavailableError
 from exporter_neuron import NeuronBackend
 from exporter_neuron.sdk import AWS_INDEX, SDKS, find_sdk, require_sdk, sdk_problem
-
-from conftest import standin_or_skip
 
 INSTALL_X = f"pip install torch-neuronx --extra-index-url {AWS_INDEX}"
 INSTALL_1 = f"pip install torch-neuron --extra-index-url {AWS_INDEX}"
@@ -154,7 +153,11 @@ def test_plans_a_static_trace_cannot_serve_are_refused_before_the_sdk_is_needed(
     from exporter_core.testing import tiny_model_config
 
     model_config = tiny_model_config("gpt2")
-    plan = config_class_for("gpt2").for_feature(model_config, "causal-lm-with-past").export_plan(GPT2LMHeadModel(model_config))
+    plan = (
+        config_class_for("gpt2")
+        .for_feature(model_config, "causal-lm-with-past")
+        .export_plan(GPT2LMHeadModel(model_config))
+    )
     assert plan.static_trace_refusal
     request = ExportRequest(plan=plan, staging=tmp_path, artifact_name="model_neuron.pt")
     with pytest.raises(UnsupportedFeatureError) as caught:

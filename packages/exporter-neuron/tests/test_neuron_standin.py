@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import standin_or_skip
 
 import exporter
 from exporter_core.errors import InvalidArgumentError
@@ -23,8 +24,6 @@ from exporter_core.padding import InputShapeError
 from exporter_neuron import load, read_metadata
 from exporter_neuron.runtime import CompiledModuleRunner
 from exporter_torchscript.runtime import without_jit_deprecation
-
-from conftest import standin_or_skip
 
 TEXT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
@@ -62,8 +61,21 @@ def inf2_export(checkpoint, tmp_path_factory) -> dict[str, Any]:
 
     folder = checkpoint("bert", "default")
     out = tmp_path_factory.mktemp("inf2")
-    argv = ["neuron", "--model", str(folder), "--batch-size", "2", "--sequence-length", "12", "--auto-cast", "matmul",
-            "--auto-cast-type", "fp16", "--compiler-args=--optlevel 1", str(out)]
+    argv = [
+        "neuron",
+        "--model",
+        str(folder),
+        "--batch-size",
+        "2",
+        "--sequence-length",
+        "12",
+        "--auto-cast",
+        "matmul",
+        "--auto-cast-type",
+        "fp16",
+        "--compiler-args=--optlevel 1",
+        str(out),
+    ]
     code = main(argv)
     return {"code": code, "out": out, "folder": folder, "calls": list(standin.CALLS)}
 
@@ -71,16 +83,24 @@ def inf2_export(checkpoint, tmp_path_factory) -> dict[str, Any]:
 def test_command_line_writes_module_metadata_and_report(inf2_export):
     assert inf2_export["code"] == 0
     out = inf2_export["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["model_neuron.neuron.json", "model_neuron.pt", "model_neuron.validation.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model_neuron.neuron.json",
+        "model_neuron.pt",
+        "model_neuron.validation.json",
+    ]
     metadata = json.loads((out / "model_neuron.neuron.json").read_text())
     assert metadata["target"] == "inf2" and metadata["trace_function"] == "torch_neuronx.trace"
     assert metadata["static_shape"] == {"batch": 2, "sequence": 12} and metadata["dynamic_batch"] is False
     assert metadata["input_names"] == TEXT_INPUTS and metadata["output_names"] == ["last_hidden_state"]
     assert metadata["input_shapes"] == {name: [2, 12] for name in TEXT_INPUTS}
     expected_args = ["--target", "inf2", "--auto-cast", "matmult", "--auto-cast-type", "fp16", "--optlevel", "1"]
-    assert metadata["compiler_args"] == expected_args and metadata["trace_arguments"] == {"compiler_args": expected_args}
+    assert metadata["compiler_args"] == expected_args and metadata["trace_arguments"] == {
+        "compiler_args": expected_args
+    }
     assert metadata["sdk"]["module"] == "torch_neuronx" and metadata["sdk"]["aws_sdk"] is False
-    assert metadata["sdk"]["distribution"] == "exporter-neuron-sdk-standin" and metadata["sdk"]["compiler"] == "neuronx-cc"
+    assert (
+        metadata["sdk"]["distribution"] == "exporter-neuron-sdk-standin" and metadata["sdk"]["compiler"] == "neuronx-cc"
+    )
     assert metadata["versions"]["torch"] == torch.__version__ and metadata["versions"]["exporter-neuron"] == "0.1.0"
     # The SDK got exactly what the metadata says, at the declared static shape.
     (trace,) = [call["arguments"] for call in inf2_export["calls"] if call["function"] == "torch_neuronx.trace"]
@@ -100,7 +120,10 @@ def test_validation_ran_at_the_compiled_shape_and_padded_smaller_inputs(inf2_exp
         "model (smaller inputs (batch 1 × sequence 8) padded to the traced shape)",
     ]
     assert report["worst_max_abs_diff"] <= 1e-5
-    assert report["metadata"]["target"] == "inf2" and report["metadata"]["files"] == ["model_neuron.pt", "model_neuron.neuron.json"]
+    assert report["metadata"]["target"] == "inf2" and report["metadata"]["files"] == [
+        "model_neuron.pt",
+        "model_neuron.neuron.json",
+    ]
 
 
 def test_loaded_module_pads_smaller_inputs_and_refuses_larger_ones(inf2_export):
@@ -145,16 +168,30 @@ def test_fresh_process_runner_loads_without_transformers_and_reports_shape_error
 def test_inf1_with_dynamic_batch_through_the_python_api(checkpoint, tmp_path, standin):
     folder = checkpoint("bert", "sequence-classification")
     report = exporter.export(
-        folder, tmp_path, format="neuron", feature="sequence-classification", target="inf1",
-        batch_size=2, sequence_length=10, dynamic_batch=True, auto_cast="all",
+        folder,
+        tmp_path,
+        format="neuron",
+        feature="sequence-classification",
+        target="inf1",
+        batch_size=2,
+        sequence_length=10,
+        dynamic_batch=True,
+        auto_cast="all",
     )
     assert report.passed, report.failures
     (trace,) = _calls(standin, "torch_neuron.trace")
     assert trace["dynamic_batch_size"] is True and trace["compiler_args"] == ["--fast-math", "fp32-cast-all"]
     assert trace["fallback"] is True and trace["example_inputs"] == [{"shape": [2, 10], "dtype": "int64"}] * 3
     metadata = json.loads((tmp_path / "model_neuron.neuron.json").read_text())
-    assert metadata["target"] == "inf1" and metadata["dynamic_batch"] is True and metadata["sdk"]["module"] == "torch_neuron"
-    assert metadata["trace_arguments"] == {"compiler_args": ["--fast-math", "fp32-cast-all"], "dynamic_batch_size": True}
+    assert (
+        metadata["target"] == "inf1"
+        and metadata["dynamic_batch"] is True
+        and metadata["sdk"]["module"] == "torch_neuron"
+    )
+    assert metadata["trace_arguments"] == {
+        "compiler_args": ["--fast-math", "fp32-cast-all"],
+        "dynamic_batch_size": True,
+    }
     # Validated at the compiled shape, smaller (padded in sequence only), and a larger batch than compiled.
     saved = json.loads((tmp_path / "model_neuron.validation.json").read_text())
     assert [part["reference_inputs"]["input_ids"] for part in saved["parts"]] == [[2, 10], [1, 6], [5, 10]]
@@ -180,7 +217,9 @@ def test_inf2_dynamic_batch_with_the_architectures_default_shape(checkpoint, tmp
     assert hidden.shape == (3, 8, 32)
 
 
-def test_a_model_neuronx_cc_cannot_compile_fails_with_one_line_and_no_files(checkpoint, cli, tmp_path, standin, monkeypatch):
+def test_a_model_neuronx_cc_cannot_compile_fails_with_one_line_and_no_files(
+    checkpoint, cli, tmp_path, standin, monkeypatch
+):
     monkeypatch.setenv("NEURON_STANDIN_UNSUPPORTED_OPS", "aten::gelu")
     out = tmp_path / "out"
     result = cli("neuron", "--model", checkpoint("bert", "default"), out)
@@ -195,13 +234,18 @@ def test_analyze_inf2_lists_operators_on_neuron_and_the_unsupported_ones(checkpo
     result = cli("neuron", "analyze", "--model", checkpoint("bert", "default"), "--sequence-length", "12")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("Neuron operator support for inf2 (torch_neuronx.analyze, exporter-neuron-sdk-standin 0.1.0, a stand-in")
+    assert lines[0].startswith(
+        "Neuron operator support for inf2 (torch_neuronx.analyze, exporter-neuron-sdk-standin 0.1.0, a stand-in"
+    )
     assert "at batch 2 × sequence 12" in lines[0]
     assert "\t\taten::linear  12" in lines  # 2 layers × (q, k, v, out, intermediate, output)
     assert any(line.startswith("\t-[x] 2 operators (1 kind) are not supported by neuronx-cc") for line in lines)
     assert "\t\taten::gelu  2  (failed at: neuronx-cc (stand-in))" in lines
     (analyze,) = _calls(standin, "torch_neuronx.analyze")
-    assert analyze["is_hf_transformers"] is True and analyze["example_inputs"] == [{"shape": [2, 12], "dtype": "int64"}] * 3
+    assert (
+        analyze["is_hf_transformers"] is True
+        and analyze["example_inputs"] == [{"shape": [2, 12], "dtype": "int64"}] * 3
+    )
 
 
 def test_analyze_inf1_as_json_classifies_by_the_sdks_supported_operations(checkpoint, cli, standin, monkeypatch):

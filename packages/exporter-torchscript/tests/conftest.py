@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from transformers.utils import logging as _hf_logging
 
 # Checkpoints are saved inside tests; keep Transformers' progress bars out of captured output.
@@ -20,7 +20,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 
     made: dict[tuple[Any, ...], Path] = {}
 
-    def build(model_type: str = "bert", feature: str = "default", with_tokenizer: bool = True, **overrides: Any) -> Path:
+    def build(
+        model_type: str = "bert", feature: str = "default", with_tokenizer: bool = True, **overrides: Any
+    ) -> Path:
         key = (model_type, feature, with_tokenizer, tuple(sorted(overrides.items())))
         if key not in made:
             folder = tmp_path_factory.mktemp(f"{model_type}-{feature}")

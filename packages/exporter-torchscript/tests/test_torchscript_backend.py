@@ -58,7 +58,10 @@ def test_python_api_writes_module_metadata_and_report(bert_export):
     assert metadata["torch_version"] == torch.__version__
     # Transformers 5 BERT traces do run at other shapes: recorded from a check, not assumed.
     assert metadata["generalizes"] is True
-    assert [c["shape"] for c in metadata["generalization_checks"]] == [{"batch": 1, "sequence": 12}, {"batch": 3, "sequence": 20}]
+    assert [c["shape"] for c in metadata["generalization_checks"]] == [
+        {"batch": 1, "sequence": 12},
+        {"batch": 3, "sequence": 20},
+    ]
     assert metadata["padding_effect"]["changes_outputs"] is False
     saved = json.loads((out / "model.validation.json").read_text())
     assert saved["passed"] is True and saved["metadata"]["static_shape"] == {"batch": 2, "sequence": 16}
@@ -121,19 +124,41 @@ def test_cli_exports_and_logs_both_validations(checkpoint, tmp_path, capsys):
     from exporter.cli import main
 
     out = tmp_path / "ts"
-    code = main(["torchscript", "--model", str(checkpoint("bert", "sequence-classification")), "--feature",
-                 "sequence-classification", "--sequence-length", "12", str(out)])
+    code = main(
+        [
+            "torchscript",
+            "--model",
+            str(checkpoint("bert", "sequence-classification")),
+            "--feature",
+            "sequence-classification",
+            "--sequence-length",
+            "12",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     lines = err.splitlines()
     assert lines.count("Validating TorchScript model...") == 2
     assert lines[0] == "Running model.pt in a fresh process: traced shape (batch 2 × sequence 12)"
-    assert "Running model.pt in a fresh process: smaller inputs (batch 1 × sequence 8) padded to the traced shape" in lines
+    assert (
+        "Running model.pt in a fresh process: smaller inputs (batch 1 × sequence 8) padded to the traced shape" in lines
+    )
     assert "\t\t-[✓] (2, 2) matches (2, 2)" in lines and "\t\t-[✓] (1, 2) matches (1, 2)" in lines
     assert lines[-1] == f"All good, model saved at: {out / 'model.pt'}"
     assert json.loads((out / "model.torchscript.json").read_text())["static_shape"] == {"batch": 2, "sequence": 12}
-    code = main(["torchscript", "--model", str(checkpoint("bert", "sequence-classification")), "--feature",
-                 "sequence-classification", "--sequence-length", "65", str(tmp_path / "too-long")])
+    code = main(
+        [
+            "torchscript",
+            "--model",
+            str(checkpoint("bert", "sequence-classification")),
+            "--feature",
+            "sequence-classification",
+            "--sequence-length",
+            "65",
+            str(tmp_path / "too-long"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines() == [
         "error: sequence_length 65 is longer than the model's 64 positions; pass --sequence-length 64 or less"
@@ -197,7 +222,9 @@ def test_callers_model_is_left_unchanged(tmp_path):
 
 
 def test_multiple_choice_keeps_the_choice_axis_fixed(checkpoint, tmp_path):
-    report = exporter.export(checkpoint("bert", "multiple-choice"), tmp_path, format="torchscript", feature="multiple-choice")
+    report = exporter.export(
+        checkpoint("bert", "multiple-choice"), tmp_path, format="torchscript", feature="multiple-choice"
+    )
     assert report.passed, report.failures
     model = load(tmp_path / "model.pt")
     assert model.static_shape == {"batch": 2, "choice": 4, "sequence": 8}

@@ -39,9 +39,7 @@ def guide_inputs(tiny_tokenizer):
 def test_guide_snippet_trace_save_load_call(guide_inputs, tmp_path):
     tokens_tensor, segments_tensors = guide_inputs
     dummy_input = [tokens_tensor, segments_tensors]
-    config = BertConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
-    )
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
     model = BertModel(config)
     model.eval()
 

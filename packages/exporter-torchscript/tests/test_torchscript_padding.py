@@ -41,7 +41,10 @@ def test_left_padding_pads_and_cuts_on_the_left_and_keeps_torch_tensors():
     assert padded.inputs["input_ids"].tolist() == [[0, 0, 10, 11], [0, 0, 12, 13]]
     assert padded.inputs["attention_mask"].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1]]
     logits = torch.arange(2 * 4).reshape(2, 4)
-    assert padded.unpad({"logits": logits}, {"logits": {0: "batch", 1: "sequence"}})["logits"].tolist() == [[2, 3], [6, 7]]
+    assert padded.unpad({"logits": logits}, {"logits": {0: "batch", 1: "sequence"}})["logits"].tolist() == [
+        [2, 3],
+        [6, 7],
+    ]
 
 
 def test_exact_shape_is_passed_through_untouched():
@@ -66,7 +69,9 @@ def test_fixed_axes_are_not_padded():
     inputs = {"input_ids": np.ones((1, 3, 4), dtype=np.int64)}
     with pytest.raises(InputShapeError, match="choice 3 but the module was traced with choice 4"):
         pad_inputs(inputs, axes, {"batch": 2, "choice": 4, "sequence": 8})
-    padded = pad_inputs({"input_ids": np.ones((1, 4, 4), dtype=np.int64)}, axes, {"batch": 2, "choice": 4, "sequence": 8})
+    padded = pad_inputs(
+        {"input_ids": np.ones((1, 4, 4), dtype=np.int64)}, axes, {"batch": 2, "choice": 4, "sequence": 8}
+    )
     assert padded.inputs["input_ids"].shape == (2, 4, 8)
 
 

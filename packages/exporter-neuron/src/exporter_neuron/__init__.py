@@ -11,10 +11,10 @@ from exporter_neuron.runtime import CompiledModuleRunner, load
 from exporter_neuron.sdk import TARGETS, find_sdk, unavailable_reason
 
 __all__ = [
+    "TARGETS",
     "CompiledModuleRunner",
     "NeuronBackend",
     "NeuronMetadata",
-    "TARGETS",
     "find_sdk",
     "load",
     "read_metadata",

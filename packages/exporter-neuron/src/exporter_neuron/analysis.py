@@ -16,8 +16,9 @@ from __future__ import annotations
 import inspect
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from exporter_core.errors import ExportError
 from exporter_core.padding import describe_shape, static_shape_of
@@ -65,13 +66,19 @@ class OperatorReport:
         sdk = f"{self.sdk.get('distribution')} {self.sdk.get('version')}"
         if not self.sdk.get("aws_sdk"):
             sdk += ", a stand-in, not AWS's SDK"
-        out = [f"Neuron operator support for {self.target} ({self.source}, {sdk}) at {describe_shape(self.static_shape)}:"]
+        out = [
+            f"Neuron operator support for {self.target} ({self.source}, {sdk}) at {describe_shape(self.static_shape)}:"
+        ]
         on_neuron = sum(self.neuron.values())
         out.append(f"\t-[✓] {_count(on_neuron, 'operator')} ({_count(len(self.neuron), 'kind')}) run on Neuron")
         out += [f"\t\t{name}  {count}" for name, count in sorted(self.neuron.items())]
         on_cpu = sum(self.cpu.values())
         if on_cpu:
-            fallback = "fall back to CPU" if self.target == "inf1" else "are not supported by neuronx-cc (they fail tracing unless partitioned to CPU)"
+            fallback = (
+                "fall back to CPU"
+                if self.target == "inf1"
+                else "are not supported by neuronx-cc (they fail tracing unless partitioned to CPU)"
+            )
             out.append(f"\t-[x] {_count(on_cpu, 'operator')} ({_count(len(self.cpu), 'kind')}) {fallback}")
             for name, count in sorted(self.cpu.items()):
                 detail = self.cpu_details.get(name)
@@ -136,7 +143,11 @@ def _from_neuronx(result: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, 
         if isinstance(entry, Mapping) and kind not in details:
             where = entry.get("failureAt")
             call = entry.get("call")
-            text = "; ".join(part for part in (f"failed at: {where}" if where else "", str(call).strip().splitlines()[0] if call else "") if part)
+            text = "; ".join(
+                part
+                for part in (f"failed at: {where}" if where else "", str(call).strip().splitlines()[0] if call else "")
+                if part
+            )
             if text:
                 details[kind] = re.sub(r"\s+", " ", text)[:200]
     return neuron, dict(cpu), details
@@ -184,7 +195,9 @@ def analyze_operators(
             supported = set(sdk_module.get_supported_operations())
             traced = torch.jit.trace(wrapper, values, check_trace=False, strict=True)
         except Exception as exc:
-            raise ExportError(f"the {installed.sdk.module} analysis of {type(model).__name__} failed: {first_line(exc)}") from exc
+            raise ExportError(
+                f"the {installed.sdk.module} analysis of {type(model).__name__} failed: {first_line(exc)}"
+            ) from exc
     counts = graph_operators(traced)
     return OperatorReport(
         target=options.target,

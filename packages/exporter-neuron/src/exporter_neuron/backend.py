@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
 from exporter_core.errors import UnsupportedFeatureError
@@ -69,7 +70,9 @@ class NeuronBackend(Backend):
             metavar="ARGS",
             help="More compiler arguments, passed through as one quoted string: --compiler-args='--optlevel 2'.",
         )
-        parser.add_argument("--compiler-workdir", default=None, metavar="DIR", help="Keep the compiler's intermediate files in DIR.")
+        parser.add_argument(
+            "--compiler-workdir", default=None, metavar="DIR", help="Keep the compiler's intermediate files in DIR."
+        )
 
     @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +112,12 @@ class NeuronBackend(Backend):
         part = plan.main
         with plan.capture():
             compiled = compile_for_neuron(
-                part.module, part.config, options, preprocessor=request.preprocessor, feature=plan.feature, installed=installed
+                part.module,
+                part.config,
+                options,
+                preprocessor=request.preprocessor,
+                feature=plan.feature,
+                installed=installed,
             )
         metadata, contract = compiled.metadata, compiled.contract
         logger.info(

@@ -46,12 +46,22 @@ def configure_analyze(parser: argparse.ArgumentParser) -> None:
         "sees them at the static shape (torch_neuronx.analyze for inf2/trn1, torch_neuron.analyze_model and "
         "get_supported_operations for inf1). Writes nothing."
     )
-    parser.add_argument("-m", "--model", required=True, help="Model ID (local hub cache) or path on disk to load the model from.")
-    parser.add_argument("--feature", default="default", metavar="FEATURE", help="The feature (task) to analyse, as for the export.")
+    parser.add_argument(
+        "-m", "--model", required=True, help="Model ID (local hub cache) or path on disk to load the model from."
+    )
+    parser.add_argument(
+        "--feature", default="default", metavar="FEATURE", help="The feature (task) to analyse, as for the export."
+    )
     add_shape_arguments(parser)
-    parser.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", default=None, help="Path of the local hub cache.")
-    parser.add_argument("--preprocessor", choices=list(PREPROCESSOR_KINDS), default="auto", help="Which type of preprocessor to use.")
-    parser.add_argument("--json", action="store_true", help="Print the report as JSON (with the SDK's own result) instead of a table.")
+    parser.add_argument(
+        "--cache_dir", "--cache-dir", dest="cache_dir", default=None, help="Path of the local hub cache."
+    )
+    parser.add_argument(
+        "--preprocessor", choices=list(PREPROCESSOR_KINDS), default="auto", help="Which type of preprocessor to use."
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="Print the report as JSON (with the SDK's own result) instead of a table."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show tracebacks and library warnings.")
     parser.set_defaults(func=run_analyze)
 
@@ -61,7 +71,9 @@ def run_analyze(args: argparse.Namespace) -> None:
     from exporter_neuron.options import parse_options
     from exporter_neuron.sdk import require_sdk
 
-    options = parse_options({"target": args.target, "batch_size": args.batch_size, "sequence_length": args.sequence_length})
+    options = parse_options(
+        {"target": args.target, "batch_size": args.batch_size, "sequence_length": args.sequence_length}
+    )
     installed = require_sdk(options.target)  # before any model is loaded or SDK imported
     model, config, preprocessor = _load(args.model, args.feature, args.preprocessor, args.cache_dir)
 

@@ -108,5 +108,9 @@ def save_compiled(compiled: CompiledModule, path: str | Path) -> list[str]:
     path = Path(path)
     text = compiled.metadata.to_json()
     return save_module(
-        compiled.module, compiled.contract, path, extra_files={NEURON_EXTRA_FILE: text}, side_car=(metadata_path(path), text)
+        compiled.module,
+        compiled.contract,
+        path,
+        extra_files={NEURON_EXTRA_FILE: text},
+        side_car=(metadata_path(path), text),
     )

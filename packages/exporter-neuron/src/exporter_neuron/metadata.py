@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from exporter_core.errors import InvalidArgumentError, ModelNotFoundError
 
@@ -85,7 +86,7 @@ class NeuronMetadata:
         auto_cast: str | None,
         auto_cast_type: str | None,
         exporter_neuron_version: str,
-    ) -> "NeuronMetadata":
+    ) -> NeuronMetadata:
         """The metadata of a module compiled with the given SDK call; what the trace recorded comes from its contract."""
         return cls(
             target=target,
@@ -127,7 +128,7 @@ class NeuronMetadata:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "NeuronMetadata":
+    def from_dict(cls, data: Mapping[str, Any]) -> NeuronMetadata:
         """Read `to_dict()` output back (unknown keys from newer writers are ignored)."""
         known = set(cls.__dataclass_fields__)
         return cls(**{key: value for key, value in data.items() if key in known})

@@ -17,8 +17,9 @@ Pure functions: nothing here imports torch or the SDK.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from exporter_core.errors import InvalidArgumentError
 from exporter_neuron.sdk import DEFAULT_TARGET, TARGETS, sdk_for
@@ -117,23 +118,33 @@ def parse_options(options: Mapping[str, Any]) -> NeuronOptions:
         )
     target = options.get("target") or DEFAULT_TARGET
     if target not in TARGETS:
-        raise InvalidArgumentError(f"unknown Neuron target {target!r}; choose one of {', '.join(TARGETS)} (for example --target inf2)")
+        raise InvalidArgumentError(
+            f"unknown Neuron target {target!r}; choose one of {', '.join(TARGETS)} (for example --target inf2)"
+        )
     sequence_length = _positive("sequence_length", options.get("sequence_length"))
     if sequence_length is not None and sequence_length < 2:
-        raise InvalidArgumentError("sequence_length must be at least 2 (room for the special tokens); for example --sequence-length 128")
+        raise InvalidArgumentError(
+            "sequence_length must be at least 2 (room for the special tokens); for example --sequence-length 128"
+        )
     auto_cast = options.get("auto_cast")
     auto_cast_type = options.get("auto_cast_type")
     if auto_cast is not None and auto_cast not in AUTO_CAST:
-        raise InvalidArgumentError(f"auto_cast must be one of {', '.join(AUTO_CAST)}, got {auto_cast!r}; for example --auto-cast matmul")
+        raise InvalidArgumentError(
+            f"auto_cast must be one of {', '.join(AUTO_CAST)}, got {auto_cast!r}; for example --auto-cast matmul"
+        )
     if auto_cast_type is not None:
         if auto_cast_type not in AUTO_CAST_TYPES:
             raise InvalidArgumentError(
                 f"auto_cast_type must be one of {', '.join(AUTO_CAST_TYPES)}, got {auto_cast_type!r}; for example --auto-cast-type bf16"
             )
         if auto_cast in (None, "none"):
-            raise InvalidArgumentError("--auto-cast-type needs --auto-cast matmul or --auto-cast all; for example --auto-cast matmul --auto-cast-type fp16")
+            raise InvalidArgumentError(
+                "--auto-cast-type needs --auto-cast matmul or --auto-cast all; for example --auto-cast matmul --auto-cast-type fp16"
+            )
         if target == "inf1" and auto_cast_type == "tf32":
-            raise InvalidArgumentError("Inf1 (neuron-cc) cannot cast to tf32; use --auto-cast-type bf16 or fp16, or --target inf2")
+            raise InvalidArgumentError(
+                "Inf1 (neuron-cc) cannot cast to tf32; use --auto-cast-type bf16 or fp16, or --target inf2"
+            )
     compiler_args = _split_compiler_args(options.get("compiler_args"))
     given = _flag_names(compiler_args)
     if auto_cast is not None and given & set(_CAST_FLAGS):
@@ -141,7 +152,9 @@ def parse_options(options: Mapping[str, Any]) -> NeuronOptions:
             f"--auto-cast and --compiler-args both set the cast policy ({', '.join(sorted(given & set(_CAST_FLAGS)))}); use one of them"
         )
     if "--target" in given:
-        raise InvalidArgumentError("give the instance family with --target (inf1, inf2, trn1), not inside --compiler-args")
+        raise InvalidArgumentError(
+            "give the instance family with --target (inf1, inf2, trn1), not inside --compiler-args"
+        )
     workdir = options.get("compiler_workdir")
     if workdir is not None and not isinstance(workdir, str):
         workdir = str(workdir)

@@ -25,10 +25,10 @@ from exporter_core.errors import BackendUnavailableError, InvalidArgumentError
 __all__ = [
     "AWS_INDEX",
     "DEFAULT_TARGET",
-    "InstalledSdk",
-    "NeuronSdk",
     "SDKS",
     "TARGETS",
+    "InstalledSdk",
+    "NeuronSdk",
     "find_sdk",
     "import_sdk",
     "install_command",
@@ -104,7 +104,9 @@ def sdk_for(target: str) -> NeuronSdk:
     for sdk in SDKS:
         if target in sdk.targets:
             return sdk
-    raise InvalidArgumentError(f"unknown Neuron target {target!r}; choose one of {', '.join(TARGETS)} (for example --target inf2)")
+    raise InvalidArgumentError(
+        f"unknown Neuron target {target!r}; choose one of {', '.join(TARGETS)} (for example --target inf2)"
+    )
 
 
 def install_command(sdk: NeuronSdk) -> str:
@@ -150,7 +152,7 @@ def find_sdk(sdk: NeuronSdk) -> InstalledSdk | None:
         sdk=sdk,
         distribution=str(dist.metadata["Name"]),
         version=str(dist.version),
-        summary=str(dist.metadata.get("Summary") or ""),
+        summary=str(dist.metadata.json.get("summary") or ""),
     )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
 from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError

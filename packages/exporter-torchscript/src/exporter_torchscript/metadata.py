@@ -7,9 +7,10 @@ C++ with ``torch::jit::load(path, device, extra_files)``) and beside it as ``<st
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from exporter_core.padding import describe_shape
 
@@ -105,7 +106,7 @@ class TraceMetadata:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TraceMetadata":
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceMetadata:
         """Read `to_dict()` output back (unknown keys from newer writers are ignored)."""
         known = {f for f in cls.__dataclass_fields__}
         values = {key: value for key, value in data.items() if key in known}
@@ -114,6 +115,6 @@ class TraceMetadata:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "TraceMetadata":
+    def from_json(cls, text: str | bytes) -> TraceMetadata:
         """Parse JSON text written by `to_json`."""
         return cls.from_dict(json.loads(text))

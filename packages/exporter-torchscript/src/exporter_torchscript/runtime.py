@@ -26,8 +26,9 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import IO, Any
 
 import numpy as np
 
@@ -67,7 +68,9 @@ def _load_with_metadata(path: str | Path, map_location: str | None) -> tuple[Any
 
     path = Path(path)
     if not path.is_file():
-        raise ModelNotFoundError(f"no such file: {path}; pass the .pt file written by `exporter torchscript` or `exporter neuron`")
+        raise ModelNotFoundError(
+            f"no such file: {path}; pass the .pt file written by `exporter torchscript` or `exporter neuron`"
+        )
     extra = {EXTRA_FILE: ""}
     with without_jit_deprecation():
         module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
@@ -118,8 +121,10 @@ class TracedModel:
 
         names = self.input_names
         if len(args) > len(names):
-            raise InvalidArgumentError(f"the module takes {len(names)} inputs ({', '.join(names)}); {len(args)} were given")
-        bound = dict(zip(names, args))
+            raise InvalidArgumentError(
+                f"the module takes {len(names)} inputs ({', '.join(names)}); {len(args)} were given"
+            )
+        bound = dict(zip(names, args, strict=False))  # fewer positional inputs than names: the rest by name
         for name, value in kwargs.items():
             if name not in names:
                 raise InvalidArgumentError(f"the module has no input {name!r}; its inputs are {', '.join(names)}")
@@ -128,7 +133,9 @@ class TracedModel:
             bound[name] = value
         missing = [name for name in names if name not in bound]
         if missing:
-            raise InvalidArgumentError(f"missing inputs {', '.join(missing)}; the module takes {', '.join(names)} in that order")
+            raise InvalidArgumentError(
+                f"missing inputs {', '.join(missing)}; the module takes {', '.join(names)} in that order"
+            )
         return {name: torch.as_tensor(bound[name]) for name in names}
 
     def pad(self, inputs: Mapping[str, Any]) -> PaddedInputs:
@@ -150,7 +157,7 @@ class TracedModel:
             values = self.module(*(padded.inputs[name] for name in self.input_names))
         if not isinstance(values, (tuple, list)):
             values = (values,)
-        return padded.unpad(dict(zip(self.output_names, values)), self.metadata.output_axes)
+        return padded.unpad(dict(zip(self.output_names, values, strict=True)), self.metadata.output_axes)
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Call like the raw module (inputs in order, or by name); returns the outputs as a tuple."""
@@ -214,7 +221,8 @@ class LoaderProcess:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         if self._stderr is not None:
             self._stderr.close()
-        self._stderr = tempfile.TemporaryFile()
+        # Kept open for the worker's lifetime and closed in `close`, so no `with` block.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         return subprocess.Popen(
             [sys.executable, "-P", "-m", "exporter_torchscript.worker", "--loader", self.loader],
             stdin=subprocess.PIPE,
@@ -251,7 +259,9 @@ class LoaderProcess:
             if not line:
                 stderr = self._last_words(process)
                 self._process = None
-                raise ExportError(f"the {self.label} loader process died; its last words: {stderr.strip()[-2000:] or 'none'}")
+                raise ExportError(
+                    f"the {self.label} loader process died; its last words: {stderr.strip()[-2000:] or 'none'}"
+                )
             answer: dict[str, Any] = json.loads(line)
             return answer
 
@@ -320,7 +330,8 @@ class SavedModuleRunner:
         with tempfile.TemporaryDirectory(prefix="exporter-static-") as folder:
             inputs_file = Path(folder) / "inputs.npz"
             outputs_file = Path(folder) / "outputs.npz"
-            np.savez(inputs_file, **{name: np.ascontiguousarray(value) for name, value in inputs.items()})
+            arrays: dict[str, Any] = {name: np.ascontiguousarray(value) for name, value in inputs.items()}
+            np.savez(inputs_file, **arrays)
             reply = loader_process(self.loader, self.label).request(
                 {"path": str(self.path.resolve()), "inputs": str(inputs_file), "outputs": str(outputs_file)}
             )

@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata as distributions
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -164,7 +165,9 @@ class Tracer:
         """One line saying what could not be traced, at which shape, and why."""
         where = f" for {self.target}" if self.target else ""
         hint = f"; {self.hint}" if self.hint else ""
-        return f"{self.name} could not {self.verb} {model_name}{where} at {describe_shape(shape)}: {first_line(exc)}{hint}"
+        return (
+            f"{self.name} could not {self.verb} {model_name}{where} at {describe_shape(shape)}: {first_line(exc)}{hint}"
+        )
 
 
 @dataclass
@@ -277,11 +280,13 @@ class PaddedReference(torch.nn.Module):
             padding_side=self.contract.padding_side,
         )
         output = self.model(**self.export_config.model_kwargs(padded.inputs))
-        selected = dict(zip(self.export_config.outputs, self.export_config.select_outputs(output)))
+        selected = dict(zip(self.export_config.outputs, self.export_config.select_outputs(output), strict=True))
         return padded.unpad(selected, self.export_config.outputs)
 
 
-def padding_effect(model: torch.nn.Module, config: OnnxConfig, inputs: Mapping[str, Any], contract: TraceMetadata) -> float:
+def padding_effect(
+    model: torch.nn.Module, config: OnnxConfig, inputs: Mapping[str, Any], contract: TraceMetadata
+) -> float:
     """Largest change that padding `inputs` as the artifact's loader does makes to the eager model's outputs at
     real positions."""
     plain = reference_outputs(model, config, inputs)
@@ -325,7 +330,11 @@ def _scenario(model: torch.nn.Module, config: OnnxConfig, contract: TraceMetadat
     shape = static_shape_of(inputs, config.inputs)
     label = contract.describe_call(shape)
     padded = pad_inputs(
-        inputs, contract.input_axes, contract.static_shape, pad_token_id=contract.pad_token_id, padding_side=contract.padding_side
+        inputs,
+        contract.input_axes,
+        contract.static_shape,
+        pad_token_id=contract.pad_token_id,
+        padding_side=contract.padding_side,
     )
     if not padded.padded:
         return Scenario(label, inputs)

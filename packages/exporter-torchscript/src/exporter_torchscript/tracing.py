@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from exporter_core.errors import ExportError, InvalidArgumentError
 from exporter_core.model_config import ModelConfigView
@@ -63,7 +64,13 @@ def generalization_checks(
     results = []
     for other_batch, other_sequence in ((max(1, batch - 1), max(2, sequence - step)), (batch + 1, larger_sequence)):
         inputs = example_inputs(
-            config, preprocessor, other_batch, other_sequence, choices=traced_shape.get("choice", -1), framework="np", seed=2
+            config,
+            preprocessor,
+            other_batch,
+            other_sequence,
+            choices=traced_shape.get("choice", -1),
+            framework="np",
+            seed=2,
         )
         shape = static_shape_of(inputs, config.inputs)
         if shape == dict(traced_shape):
@@ -81,7 +88,7 @@ def generalization_checks(
         except Exception as exc:
             entry.update(passed=False, error=first_line(exc))
             continue
-        exported = {name: value.detach().numpy() for name, value in zip(config.outputs, values)}
+        exported = {name: value.detach().numpy() for name, value in zip(config.outputs, values, strict=True)}
         diff = max_abs_difference(config, inputs, reference, exported)
         entry.update(passed=diff <= config.atol_for_validation, max_abs_diff=diff)
     return results
@@ -169,7 +176,7 @@ def trace(
     *,
     input_names: Sequence[str] | None = None,
     check_trace: bool = True,
-) -> "torch.jit.ScriptModule":
+) -> torch.jit.ScriptModule:
     """``torch.jit.trace(model, example_inputs)`` as it worked on a model loaded with ``torchscript=True``.
 
     The traced module takes the inputs positionally (bound to ``model.forward``'s parameters in order, or to
@@ -185,12 +192,16 @@ def trace(
         names = list(example_inputs)
         values = list(example_inputs.values())
         if input_names is not None and list(input_names) != names:
-            raise InvalidArgumentError("give input names either as the keys of example_inputs or as input_names, not both")
+            raise InvalidArgumentError(
+                "give input names either as the keys of example_inputs or as input_names, not both"
+            )
     else:
         values = list(example_inputs) if isinstance(example_inputs, (list, tuple)) else [example_inputs]
         names = list(input_names) if input_names is not None else _positional_names(model, len(values))
         if len(names) != len(values):
-            raise InvalidArgumentError(f"{len(names)} input names for {len(values)} example inputs; give one name per input")
+            raise InvalidArgumentError(
+                f"{len(names)} input names for {len(values)} example inputs; give one name per input"
+            )
     adapter = _ModelOutputs(getattr(model, "config", None))
     with traceable(model, adapter, names) as wrapper, collected_tracer_warnings():  # type: ignore[arg-type]
         try:

@@ -15,7 +15,8 @@ import importlib
 import json
 import os
 import sys
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 __all__ = ["Loader", "handle", "main", "resolve_loader", "serve"]
 
@@ -31,7 +32,7 @@ def resolve_loader(spec: str) -> Loader:
     loader = getattr(importlib.import_module(module_name), function_name)
     if not callable(loader):
         raise ValueError(f"{spec} is not a function")
-    return loader  # type: ignore[no-any-return]
+    return loader
 
 
 def handle(loader: Loader, request: dict[str, Any]) -> dict[str, Any]:

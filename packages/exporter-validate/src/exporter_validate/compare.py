@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,8 +38,10 @@ def reference_outputs(model: Any, config: OnnxConfig, inputs: Mapping[str, np.nd
 
     with prepared_for_export(model, config), torch.no_grad():
         module = export_module(model, config, list(inputs))
-        values = module(**{argument_name(name): torch.from_numpy(np.ascontiguousarray(v)) for name, v in inputs.items()})
-    return {name: _to_numpy(value) for name, value in zip(config.outputs, values)}
+        values = module(
+            **{argument_name(name): torch.from_numpy(np.ascontiguousarray(v)) for name, v in inputs.items()}
+        )
+    return {name: _to_numpy(value) for name, value in zip(config.outputs, values, strict=True)}
 
 
 def _mask_for(axis_name: str, inputs: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
