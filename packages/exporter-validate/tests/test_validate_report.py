@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from exporter_core.architectures.encoders import BertOnnxConfig
+from exporter_core.plan import CheckResult
 from exporter_core.testing import tiny_model_config
 from exporter_validate import ExportReport, OutputCheck, ValidationReport, compare_outputs
 
@@ -111,14 +112,25 @@ def test_json_stays_valid_when_a_difference_is_infinite(qa_config: BertOnnxConfi
     assert _strict_json(export.write_json(tmp_path / "export.json").read_text(encoding="utf-8"))["worst_max_abs_diff"] == "inf"
 
 
-def test_failing_extra_checks_fail_the_report(qa_config: BertOnnxConfig) -> None:
+def test_failing_checks_fail_the_export_report(qa_config: BertOnnxConfig) -> None:
+    """Checks over the written artifacts live on the export report only: its one channel for them."""
+    part = _report(qa_config, 0.0, 0.0)
+    assert not hasattr(part, "checks")
+    export = ExportReport(format="ONNX", backend="onnx", feature="question-answering", parts=[part])
+    export.checks.append(CheckResult("fresh process", True, "loaded and ran"))
+    assert export.passed
+    export.checks.append(CheckResult("shape contract", False, "batch 4 refused"))
+    assert not export.passed and part.passed
+    assert export.failures == ["shape contract: batch 4 refused"]
+    assert export.log_lines() == ["\t-[✓] fresh process: loaded and ran", "\t-[x] shape contract: batch 4 refused"]
+
+
+def test_json_records_the_traced_shapes_beside_the_validated_ones(qa_config: BertOnnxConfig, tmp_path: Path) -> None:
     report = _report(qa_config, 0.0, 0.0)
-    report.checks.append({"name": "fresh process", "passed": True, "detail": "loaded and ran"})
-    assert report.passed
-    report.checks.append({"name": "shape contract", "passed": False, "detail": "batch 4 refused"})
-    assert not report.passed
-    assert report.failures == ["shape contract: batch 4 refused"]
-    assert report.log_lines()[-2:] == ["\t-[✓] fresh process: loaded and ran", "\t-[x] shape contract: batch 4 refused"]
+    report.export_inputs = {"input_ids": [2, 8], "attention_mask": [2, 8]}
+    data = json.loads(report.write_json(tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert data["export_inputs"] == {"input_ids": [2, 8], "attention_mask": [2, 8]}
+    assert data["reference_inputs"] == {"input_ids": [2, 4], "attention_mask": [2, 4]}
 
 
 def test_export_report_aggregates_parts_and_checks(qa_config: BertOnnxConfig, tmp_path: Path) -> None:
@@ -132,8 +144,8 @@ def test_export_report_aggregates_parts_and_checks(qa_config: BertOnnxConfig, tm
         model="tiny-bert",
         output="out/",
         checks=[
-            {"name": "generation parity", "passed": False, "detail": "tokens differ at step 3"},
-            {"name": "opset", "passed": True, "detail": "18"},
+            CheckResult("generation parity", False, "tokens differ at step 3", {"exported_tokens": [[0, 5, 6]]}),
+            CheckResult("opset", True, "18"),
         ],
         metadata={"opset": 18, "path": tmp_path},
     )
@@ -152,6 +164,10 @@ def test_export_report_aggregates_parts_and_checks(qa_config: BertOnnxConfig, tm
     assert data["failures"] == export.failures
     assert data["worst_max_abs_diff"] == pytest.approx(5e-2)
     assert data["metadata"] == {"opset": 18, "path": str(tmp_path)}
+    assert data["checks"] == [
+        {"name": "generation parity", "passed": False, "detail": "tokens differ at step 3", "exported_tokens": [[0, 5, 6]]},
+        {"name": "opset", "passed": True, "detail": "18"},
+    ]
 
 
 def test_export_report_of_one_part_has_no_prefix(qa_config: BertOnnxConfig) -> None:
@@ -167,7 +183,7 @@ def test_export_report_passes_when_everything_does(qa_config: BertOnnxConfig) ->
         backend="onnx",
         feature="question-answering",
         parts=[_report(qa_config, 0.0, 0.0)],
-        checks=[{"name": "opset", "passed": True, "detail": "18"}],
+        checks=[CheckResult("opset", True, "18")],
     )
     assert export.passed and export.failures == [] and export.worst_difference == 0.0
     assert ExportReport(format="ONNX", backend="onnx", feature="default", parts=[]).worst_difference == 0.0
