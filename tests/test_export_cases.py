@@ -9,6 +9,7 @@ backend) case, recorded with ``--exporter-record`` for docs/support-matrix.md.
 from __future__ import annotations
 
 import pytest
+from matrix.render_support_matrix import shipped_distributions  # tests/ is on sys.path, as for conftest
 
 from exporter_core.export_cases import (
     ArtifactCache,
@@ -20,7 +21,6 @@ from exporter_core.export_cases import (
 )
 from exporter_core.plugins import list_architectures
 from exporter_core.pytest_plugin import assert_case
-from matrix.render_support_matrix import shipped_distributions  # tests/ is on sys.path, as for conftest
 
 
 def _third_party_groups() -> dict[str, list[ExportCase]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from exporter_core.export_cases import CaseOutcome, ExportCase
 from matrix import render_support_matrix as renderer  # tests/ is on sys.path, as for conftest
+
+from exporter_core.export_cases import CaseOutcome, ExportCase
 
 
 def test_the_page_lists_exactly_the_installed_architectures_features_and_backends() -> None:
@@ -28,8 +29,12 @@ def test_each_outcome_lands_in_its_cell() -> None:
     bert = ExportCase("bert", "default", "b1", "encoders")
     records = [
         CaseOutcome(bert, "validated", worst_difference=1.5e-6).to_record(),
-        CaseOutcome(ExportCase("bert", "masked-lm", "b1", "encoders"), "refused", reason="NoError: not this").to_record(),
-        CaseOutcome(ExportCase("bert", "default", "b2", "encoders"), "failed", reason="Traceback\n  ...\nExportError: boom").to_record(),
+        CaseOutcome(
+            ExportCase("bert", "masked-lm", "b1", "encoders"), "refused", reason="NoError: not this"
+        ).to_record(),
+        CaseOutcome(
+            ExportCase("bert", "default", "b2", "encoders"), "failed", reason="Traceback\n  ...\nExportError: boom"
+        ).to_record(),
         # An export at other sizes is not a cell of the matrix.
         CaseOutcome(bert.but(sizes={"hidden_size": 48}), "failed", reason="other sizes").to_record(),
     ]

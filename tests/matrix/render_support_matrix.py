@@ -27,7 +27,9 @@ _HEADER = re.compile(r"^\| model type \| feature \|(?P<backends>.*)\|$")
 
 def shipped_distributions(root: Path = REPO) -> set[str]:
     """Names of the distributions this repository ships (packages/*/pyproject.toml)."""
-    return {tomllib.loads(p.read_text())["project"]["name"] for p in sorted((root / "packages").glob("*/pyproject.toml"))}
+    return {
+        tomllib.loads(p.read_text())["project"]["name"] for p in sorted((root / "packages").glob("*/pyproject.toml"))
+    }
 
 
 def installed_pairs(root: Path = REPO) -> dict[str, list[tuple[str, str]]]:
@@ -67,6 +69,11 @@ def listed(page: str) -> tuple[list[str], list[tuple[str, str]]]:
     return backends, rows
 
 
+def _plain(record: Mapping[str, Any]) -> bool:
+    """A generated case: no backend options, sizes or preprocessor of its own (those are not matrix cells)."""
+    return not record.get("options") and not record.get("sizes") and record.get("preprocessor", "auto") == "auto"
+
+
 def _cell(record: Mapping[str, Any] | None, notes: dict[str, int]) -> str:
     if record is None:
         return NOT_RUN
@@ -79,13 +86,11 @@ def _cell(record: Mapping[str, Any] | None, notes: dict[str, int]) -> str:
     return f"{'refused' if record['status'] == 'refused' else '✗ failed'} [{note}]"
 
 
-def render(records: Iterable[Mapping[str, Any]], families: Mapping[str, list[tuple[str, str]]], backends: list[str]) -> str:
+def render(
+    records: Iterable[Mapping[str, Any]], families: Mapping[str, list[tuple[str, str]]], backends: list[str]
+) -> str:
     """The page for `records` (plain cases only: no options, sizes or preprocessor of their own)."""
-    by_cell = {
-        (r["backend"], r["model_type"], r["feature"]): r
-        for r in records
-        if not r.get("options") and not r.get("sizes") and r.get("preprocessor", "auto") == "auto"
-    }
+    by_cell = {(r["backend"], r["model_type"], r["feature"]): r for r in records if _plain(r)}
     ran = [by_cell.get((b, mt, f)) for pairs in families.values() for mt, f in pairs for b in backends]
     shown = [r for r in ran if r is not None]
     lines = [
@@ -103,7 +108,9 @@ def render(records: Iterable[Mapping[str, Any]], families: Mapping[str, list[tup
     if shown:
         versions = {k: v for r in shown for k, v in r["versions"].items()}
         dates = sorted({r["date"] for r in shown})
-        counts = {status: sum(1 for r in shown if r["status"] == status) for status in ("validated", "refused", "failed")}
+        counts = {
+            status: sum(1 for r in shown if r["status"] == status) for status in ("validated", "refused", "failed")
+        }
         lines += [
             f"Run on {' to '.join(dict.fromkeys([dates[0], dates[-1]]))} with "
             + ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items())
@@ -130,17 +137,39 @@ def render(records: Iterable[Mapping[str, Any]], families: Mapping[str, list[tup
     return "\n".join(lines) + "\n"
 
 
+def unfinished(
+    records: Iterable[Mapping[str, Any]], families: Mapping[str, list[tuple[str, str]]], backends: list[str]
+) -> list[str]:
+    """Cells that failed or have no outcome, as ``backend:model_type:feature (status)``."""
+    by_cell = {(r["backend"], r["model_type"], r["feature"]): r["status"] for r in records if _plain(r)}
+    cells = [(b, mt, f) for pairs in families.values() for mt, f in pairs for b in backends]
+    return [
+        f"{b}:{mt}:{f} ({by_cell.get((b, mt, f), NOT_RUN)})"
+        for b, mt, f in cells
+        if by_cell.get((b, mt, f), "failed") == "failed"
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=Path, help="JSON lines of a matrix run; omitted: every cell not yet run")
     parser.add_argument("--output", type=Path, default=PAGE, help=f"page to write (default {PAGE})")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when a cell failed or has no outcome"
+    )
     args = parser.parse_args(argv)
-    from exporter_core.export_cases import read_records
+    from exporter_core.export_cases import read_records, summarize
 
-    records = read_records(args.records) if args.records else []
-    page = render(records, installed_pairs(), installed_backends())
-    args.output.write_text(page, encoding="utf-8")
-    print(f"wrote {args.output} ({len(records)} records)")
+    records = read_records(args.records) if args.records and args.records.is_file() else []
+    families, backends = installed_pairs(), installed_backends()
+    if args.check:
+        missing = unfinished(records, families, backends)
+        for line in missing:
+            print(f"not validated or refused: {line}")
+        print(f"{len(missing)} cells failed or not run; records: {summarize(records)}")
+        return 1 if missing else 0
+    args.output.write_text(render(records, families, backends), encoding="utf-8")
+    print(f"wrote {args.output} from {len(records)} records: {summarize(records)}")
     return 0
 
 

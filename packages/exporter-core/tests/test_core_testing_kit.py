@@ -55,7 +55,9 @@ def test_the_guard_names_an_architecture_without_tiny_sizes(monkeypatch: pytest.
     listed = plugins.list_architectures()
     monkeypatch.setattr(plugins, "list_architectures", lambda: [*listed, fake])
     real = plugins.load_architecture
-    monkeypatch.setattr(plugins, "load_architecture", lambda name: NoSizesOnnxConfig if name == "nosizes" else real(name))
+    monkeypatch.setattr(
+        plugins, "load_architecture", lambda name: NoSizesOnnxConfig if name == "nosizes" else real(name)
+    )
     problems = coverage_problems(generate_cases(["b"]), ["b"])
     assert len(problems) == 1 and "nosizes" in problems[0] and "tiny_config" in problems[0]
     with pytest.raises(LookupError, match="tiny_config"):
@@ -153,7 +155,9 @@ def test_build_tiny_checkpoint_config_overrides_and_init_std(tmp_path: Path) -> 
 
 def test_cases_cover_every_feature_of_every_architecture_for_each_backend() -> None:
     cases = generate_cases(["b1", "b2"])
-    pairs = {(info.name, f) for info in plugins.list_architectures() for f in plugins.load_architecture(info.name).features}
+    pairs = {
+        (info.name, f) for info in plugins.list_architectures() for f in plugins.load_architecture(info.name).features
+    }
     assert {(c.model_type, c.feature) for c in cases if c.backend == "b1"} == pairs
     assert len(cases) == 2 * len(pairs) == len(set(cases))
     assert {c.family for c in cases} >= {"encoders", "decoders", "seq2seq", "vision"}
@@ -191,7 +195,11 @@ def test_the_default_tier_takes_one_typical_pair_per_family_and_backend() -> Non
     assert (firsts["seq2seq"].model_type, firsts["seq2seq"].feature) == ("bart", "seq2seq-lm-with-past")
     assert firsts["vision"].feature == "image-classification"
     # A backend that refuses caches gets the same architecture without them next.
-    assert [c.feature for c in chosen[("b", "decoders")]][:3] == ["causal-lm-with-past", "default-with-past", "causal-lm"]
+    assert [c.feature for c in chosen[("b", "decoders")]][:3] == [
+        "causal-lm-with-past",
+        "default-with-past",
+        "causal-lm",
+    ]
 
 
 # -- the cache shared by a run ---------------------------------------------------------------------------------------
@@ -209,7 +217,9 @@ def _fake_run(calls: list[ExportCase], refuse: tuple[str, ...] = ()) -> Any:
     return run
 
 
-def test_the_cache_exports_a_case_once_and_rebuilds_its_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_exports_a_case_once_and_rebuilds_its_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[ExportCase] = []
     monkeypatch.setattr(export_cases, "run_case", _fake_run(calls))
     case = ExportCase("distilbert", "default", "b", "encoders")
@@ -245,7 +255,7 @@ def test_records_keep_the_last_outcome_of_each_case(tmp_path: Path) -> None:
 
 # -- the pytest plugin ----------------------------------------------------------------------------------------------
 
-_PLUGIN_CONFTEST = '''
+_PLUGIN_CONFTEST = """
 import pytest
 from exporter_core.export_cases import CaseOutcome
 
@@ -261,9 +271,9 @@ class FakeCache:
 @pytest.fixture(scope="session")
 def exporter_cache():
     return FakeCache()
-'''
+"""
 
-_PLUGIN_TESTS = '''
+_PLUGIN_TESTS = """
 import pytest
 from exporter_core.pytest_plugin import assert_case
 
@@ -277,7 +287,7 @@ def test_case(export_case):
 @pytest.mark.exporter_matrix
 def test_costly():
     pass
-'''
+"""
 
 
 def test_the_plugin_runs_representatives_by_default_and_every_case_in_the_matrix(pytester: pytest.Pytester) -> None:

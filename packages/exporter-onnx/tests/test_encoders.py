@@ -10,8 +10,9 @@ different rows give outputs far apart (so the tolerance means something), and Bi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,21 +35,50 @@ _NO_CAUSAL_LM = tuple(f for f in _ALL if f != "causal-lm")
 
 #: The old exporter's feature list of every encoder architecture (Transformers 4.x `FeaturesManager`).
 REFERENCE_FEATURES: dict[str, tuple[str, ...]] = {
-    **{t: _ALL for t in ("bert", "camembert", "electra", "flaubert", "roberta", "roformer", "xlm", "xlm-roberta",
-                         "xlm-roberta-xl", "big_bird")},
-    **{t: _NO_CAUSAL_LM for t in ("albert", "convbert", "data2vec-text", "distilbert", "ibert", "mobilebert",
-                                  "squeezebert")},
+    **{
+        t: _ALL
+        for t in (
+            "bert",
+            "camembert",
+            "electra",
+            "flaubert",
+            "roberta",
+            "roformer",
+            "xlm",
+            "xlm-roberta",
+            "xlm-roberta-xl",
+            "big_bird",
+        )
+    },
+    **{
+        t: _NO_CAUSAL_LM
+        for t in ("albert", "convbert", "data2vec-text", "distilbert", "ibert", "mobilebert", "squeezebert")
+    },
     "layoutlm": ("default", "masked-lm", "sequence-classification", "token-classification"),
 }
 
 _IDS_MASK = ("input_ids", "attention_mask")
-_IDS_MASK_TYPES = _IDS_MASK + ("token_type_ids",)
+_IDS_MASK_TYPES = (*_IDS_MASK, "token_type_ids")
 #: The old exporter's inputs of every encoder architecture, in forward order: ONNX files that old scripts feed.
 REFERENCE_INPUTS: dict[str, tuple[str, ...]] = {
-    **{t: _IDS_MASK_TYPES for t in ("albert", "bert", "convbert", "electra", "mobilebert", "roformer", "squeezebert",
-                                    "xlm")},
-    **{t: _IDS_MASK for t in ("big_bird", "camembert", "data2vec-text", "distilbert", "flaubert", "ibert", "roberta",
-                              "xlm-roberta", "xlm-roberta-xl")},
+    **{
+        t: _IDS_MASK_TYPES
+        for t in ("albert", "bert", "convbert", "electra", "mobilebert", "roformer", "squeezebert", "xlm")
+    },
+    **{
+        t: _IDS_MASK
+        for t in (
+            "big_bird",
+            "camembert",
+            "data2vec-text",
+            "distilbert",
+            "flaubert",
+            "ibert",
+            "roberta",
+            "xlm-roberta",
+            "xlm-roberta-xl",
+        )
+    },
     "layoutlm": ("input_ids", "bbox", "attention_mask", "token_type_ids"),
 }
 
@@ -187,7 +217,9 @@ def test_block_sparse_big_bird_is_exported_with_full_attention(tmp_path: Path) -
         assert model.attention_type == "block_sparse"
         for layer in model.encoder.layer:
             assert layer.attention.attention_type == "block_sparse"
-            assert isinstance(layer.attention.self, transformers.models.big_bird.modeling_big_bird.BigBirdBlockSparseAttention)
+            assert isinstance(
+                layer.attention.self, transformers.models.big_bird.modeling_big_bird.BigBirdBlockSparseAttention
+            )
 
     info = export_onnx(model, config, tmp_path / "model.onnx")
     assert_still_block_sparse()

@@ -11,8 +11,9 @@ default tier, the other pairs with ``--exporter-matrix``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,9 +148,7 @@ def _graph_dims(path: Path) -> dict[str, list[int | str]]:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return {
-        value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim] for value in graph.input
-    }
+    return {value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim] for value in graph.input}
 
 
 def test_graph_has_a_dynamic_batch_and_the_model_s_fixed_image_size(pair: Exported) -> None:
@@ -163,7 +162,7 @@ def test_graph_has_a_dynamic_batch_and_the_model_s_fixed_image_size(pair: Export
     height, width = image_size_of(model_config)
     channels = getattr(model_config, "num_channels", 3)  # Perceiver's image preprocessor takes RGB
     wrong = np.zeros((2, channels, height + 2, width + 2), dtype=np.float32)
-    with pytest.raises(Exception, match="(?i)dimension"):
+    with pytest.raises(Exception, match=r"(?i)dimension"):
         pair.runner({name: wrong})
     if pair.case.model_type != "perceiver":
         assert dims == {name: ["batch", channels, height, width]}
@@ -203,7 +202,12 @@ def test_perceiver_text_validation_inputs_are_padded_and_the_mask_matters(featur
 
 @pytest.mark.parametrize(
     ("model_type", "config_cls"),
-    [("vit", ViTOnnxConfig), ("deit", DeiTOnnxConfig), ("beit", BeitOnnxConfig), ("data2vec-vision", Data2VecVisionOnnxConfig)],
+    [
+        ("vit", ViTOnnxConfig),
+        ("deit", DeiTOnnxConfig),
+        ("beit", BeitOnnxConfig),
+        ("data2vec-vision", Data2VecVisionOnnxConfig),
+    ],
 )
 def test_vision_configs_keep_the_old_interface(model_type: str, config_cls: type) -> None:
     assert config_class_for(model_type) is config_cls

@@ -89,8 +89,13 @@ class ExportCase:
         digest = hashlib.sha1(repr((self.options, self.sizes, self.preprocessor)).encode()).hexdigest()[:10]
         return f"{self.backend}-{self.model_type}-{self.feature}-{digest}"
 
-    def but(self, *, options: Mapping[str, Any] | None = None, sizes: Mapping[str, Any] | None = None,
-            preprocessor: str | None = "auto") -> ExportCase:
+    def but(
+        self,
+        *,
+        options: Mapping[str, Any] | None = None,
+        sizes: Mapping[str, Any] | None = None,
+        preprocessor: str | None = "auto",
+    ) -> ExportCase:
         """The same case with backend `options`, tiny-size overrides `sizes` and `preprocessor`."""
         return dataclasses.replace(
             self,
@@ -292,6 +297,7 @@ def run_case(case: ExportCase, checkpoint: Path, output: Path) -> CaseOutcome:
     from exporter_core.errors import UserError, ValidationError
 
     lines: list[str] = []
+    report: Any  # the facade's ExportReport, or None when the export did not run
     start = time.perf_counter()
     outcome = CaseOutcome(case, "failed", output=output, checkpoint=checkpoint)
     try:
@@ -303,7 +309,7 @@ def run_case(case: ExportCase, checkpoint: Path, output: Path) -> CaseOutcome:
         report = exc.report
     except UserError as exc:
         outcome.status, outcome.reason, report = "refused", f"{type(exc).__name__}: {exc}", None
-    except Exception:  # noqa: BLE001 - any other error fails the case; the matrix records it and goes on
+    except Exception:
         outcome.reason, report = traceback.format_exc(), None
     else:
         outcome.status = "validated"

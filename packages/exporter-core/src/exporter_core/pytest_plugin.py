@@ -215,4 +215,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for record in records:
         if record["status"] == "failed":
             last = ((record["reason"] or "").strip().splitlines() or [""])[-1]
-            terminalreporter.write_line(f"failed: {record['backend']}:{record['model_type']}:{record['feature']}: {last}")
+            terminalreporter.write_line(
+                f"failed: {record['backend']}:{record['model_type']}:{record['feature']}: {last}"
+            )
