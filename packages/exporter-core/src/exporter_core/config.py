@@ -235,12 +235,15 @@ class OnnxConfig:
             image_height=image_height,
             image_width=image_width,
         )
-        arrays = self.dummy_arrays(preprocessor, spec)
+        return self.ordered_inputs(self.dummy_arrays(preprocessor, spec), framework_name)
+
+    def ordered_inputs(self, arrays: Mapping[str, np.ndarray], framework: Any = "np") -> "OrderedDict[str, Any]":
+        """`arrays` in `inputs` order: NumPy arrays for framework "np", torch tensors for "pt" (or None)."""
         missing = [name for name in self.inputs if name not in arrays]
         if missing:
             raise TypeError(f"{type(self).__name__}.dummy_arrays made no value for {missing}")
         ordered = OrderedDict((name, arrays[name]) for name in self.inputs)
-        if framework_name == "np":
+        if getattr(framework, "value", framework) == "np":
             return ordered
         import torch
 
@@ -296,14 +299,27 @@ class OnnxConfig:
         return kwargs
 
     def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
-        """The model's outputs as a tuple in `outputs` order (hook for caches and nested outputs)."""
-        values = []
-        for name in self.outputs:
-            try:
-                values.append(model_output[name])
-            except (KeyError, TypeError) as exc:
-                raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
+        """The model's outputs as a tuple in `outputs` order (hook for nested outputs).
+
+        With a `cache_layout`, the task's outputs come first, then the returned cache as flat ``present.*`` tensors
+        (the cross-attention ones when `outputs` declares them).
+        """
+        from exporter_core.cache import CacheLayout
+
+        layout = self.cache_layout
+        names = [name for name in self.outputs if layout is None or not CacheLayout.is_cache_name(name)]
+        values = [self.output_value(model_output, name) for name in names]
+        if layout is not None:
+            cross = any(CacheLayout.is_cache_name(name) and ".encoder." in name for name in self.outputs)
+            values.extend(layout.flatten(model_output, cross=cross))
         return tuple(values)
+
+    def output_value(self, model_output: Any, name: str) -> Any:
+        """The output `name` of a forward's result, or an error naming it and the task."""
+        try:
+            return model_output[name]
+        except (KeyError, TypeError) as exc:
+            raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
 
     # -- the export plan ------------------------------------------------------------------------------------
     @property

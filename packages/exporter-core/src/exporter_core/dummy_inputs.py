@@ -15,7 +15,7 @@ import numpy as np
 
 from exporter_core.model_config import ModelConfigView
 
-__all__ = ["TEXT_INPUTS", "DummySpec", "boxes_for", "image_arrays", "row_lengths", "text_arrays"]
+__all__ = ["TEXT_INPUTS", "DummySpec", "boxes_for", "image_arrays", "padding_mask", "row_lengths", "text_arrays"]
 
 #: Inputs `text_arrays` makes.
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -90,13 +90,14 @@ def text_arrays(
     else:
         arrays = _random_text(model_config, rows, lengths, length, spec)
     if "attention_mask" not in arrays:
-        arrays["attention_mask"] = _mask(lengths, length, spec.padding_side)
+        arrays["attention_mask"] = padding_mask(lengths, length, spec.padding_side)
     if "token_type_ids" not in arrays:
         arrays["token_type_ids"] = np.zeros((rows, length), dtype=np.int64)
     return {name: arrays[name] for name in names if name in arrays}
 
 
-def _mask(lengths: list[int], length: int, side: str) -> np.ndarray:
+def padding_mask(lengths: list[int], length: int, side: str) -> np.ndarray:
+    """Attention mask (rows, `length`): each row's `lengths` entry of ones, the zeros on `side` ("left" or "right")."""
     mask = np.zeros((len(lengths), length), dtype=np.int64)
     for i, n in enumerate(lengths):
         if side == "left":
@@ -120,7 +121,7 @@ def _pad_rows(
             else:
                 array[i, : len(row)] = row
         out[key] = array
-    out["attention_mask"] = _mask([min(len(r), length) for r in encoded["input_ids"]], length, side)
+    out["attention_mask"] = padding_mask([min(len(r), length) for r in encoded["input_ids"]], length, side)
     return out
 
 
@@ -131,7 +132,7 @@ def _random_text(model_config: Any, rows: int, lengths: list[int], length: int, 
     low = min(max(view.special_token_ids | {2}) + 1, vocab - 1) if vocab > 8 else 0
     ids = rng.integers(low, vocab, size=(rows, length), dtype=np.int64)
     pad_id = view.pad_token_id_or(0)
-    mask = _mask(lengths, length, spec.padding_side)
+    mask = padding_mask(lengths, length, spec.padding_side)
     ids = np.where(mask == 1, ids, pad_id)
     token_types = np.zeros((rows, length), dtype=np.int64)
     if spec.is_pair and int(getattr(model_config, "type_vocab_size", 1) or 1) > 1:

@@ -169,10 +169,7 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
             batch_size=spec.batch_size, sequence_length=spec.sequence_length, padding_side=self.padding_side, seed=spec.seed
         )
         arrays = dummy_inputs.text_arrays(self._config, ["input_ids"], spec.batch_size, unpadded, tokenizer)
-        lengths = dummy_inputs.row_lengths(spec.batch_size, total, spec.padded)
-        mask = np.zeros((spec.batch_size, total), dtype=np.int64)
-        for row, length in enumerate(lengths):
-            mask[row, total - length :] = 1
+        mask = dummy_inputs.padding_mask(dummy_inputs.row_lengths(spec.batch_size, total, spec.padded), total, "left")
         pad_id = ModelConfigView(self._config, tokenizer=tokenizer).pad_token_id_or(0)
         arrays["input_ids"] = np.where(mask[:, past:] == 1, arrays["input_ids"], pad_id)
         layout = self.cache_layout
@@ -198,13 +195,7 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
         spec = dummy_inputs.DummySpec(
             batch_size=batch_size, sequence_length=seq_length, padded=padded, padding_side=self.padding_side, seed=seed
         )
-        arrays = self.dummy_arrays(preprocessor, spec, past_length=past_length)
-        ordered = OrderedDict((name, arrays[name]) for name in self.inputs)
-        if getattr(framework, "value", framework) == "np":
-            return ordered
-        import torch
-
-        return OrderedDict((name, torch.from_numpy(np.ascontiguousarray(value))) for name, value in ordered.items())
+        return self.ordered_inputs(self.dummy_arrays(preprocessor, spec, past_length=past_length), framework)
 
     def past_scenarios(self) -> list[PastScenario]:
         """Shapes every with-past export is validated at, none of them the traced one (batch 2, sequence 8, past 10)."""
@@ -232,10 +223,6 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
                 )
                 scenarios.append(Scenario(shape.label, inputs))
         return scenarios
-
-    def reference_input_sets(self, preprocessor: Any = None) -> list[tuple[str, "OrderedDict[str, np.ndarray]"]]:
-        """(label, inputs) pairs of `validation_scenarios` (kept for callers of the earlier API)."""
-        return [(s.label, OrderedDict(s.inputs)) for s in self.validation_scenarios(preprocessor)]
 
     def plan_checks(self, model: Any, preprocessor: Any = None) -> list[PlanCheck]:
         """Generation parity for a causal LM with past: greedy decoding with the export equals ``model.generate``."""
@@ -269,19 +256,6 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
             kwargs["position_ids"] = positions[:, mask.shape[1] - inputs["input_ids"].shape[1] :]
         return kwargs
-
-    def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
-        task_outputs = [name for name in self.outputs if not CacheLayout.is_cache_name(name)]
-        values = []
-        for name in task_outputs:
-            try:
-                values.append(model_output[name])
-            except (KeyError, TypeError) as exc:
-                raise KeyError(f"the model returned no output named {name!r} for task {self.task!r}") from exc
-        layout = self.cache_layout
-        if layout is not None:
-            values.extend(layout.flatten(model_output))
-        return tuple(values)
 
 
 class GPT2OnnxConfig(DecoderOnnxConfig):

@@ -233,10 +233,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         else:
             arrays["decoder_input_ids"] = self.decoder_ids(spec.batch_size, decoder_length, spec.seed)
             lengths = dummy_inputs.row_lengths(spec.batch_size, decoder_length, spec.padded)
-            mask = np.zeros((spec.batch_size, decoder_length), dtype=np.int64)
-            for row, length in enumerate(lengths):
-                mask[row, :length] = 1
-            arrays["decoder_attention_mask"] = mask
+            arrays["decoder_attention_mask"] = dummy_inputs.padding_mask(lengths, decoder_length, "right")
         return arrays
 
     def generate_inputs(
@@ -256,7 +253,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
             batch_size=batch_size, sequence_length=encoder_length, padded=padded, padding_side=self.padding_side, seed=seed
         )
         arrays = self.dummy_arrays(preprocessor, spec, decoder_length=decoder_length, past_length=past_length)
-        return _ordered(self, arrays, framework)
+        return self.ordered_inputs(arrays, framework)
 
     def generate_reference_inputs(
         self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
@@ -273,10 +270,6 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         """An `EncoderDecoderCache` as ``generate`` builds it, filled from flat past tensors when given."""
         return self.layout.to_cache(inputs, self._config, cross=cross)
 
-    def flatten_cache(self, model_output: Any, *, cross: bool = True) -> list[Any]:
-        """The returned cache as ``present`` tensors: per layer decoder key, value, then encoder key, value."""
-        return self.layout.flatten(model_output, cross=cross)
-
     def model_kwargs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         kwargs = {name: value for name, value in inputs.items() if not CacheLayout.is_cache_name(name)}
         kwargs["return_dict"] = True
@@ -285,12 +278,6 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
             if self.use_past:
                 kwargs[cache_keyword(self._config)] = self.make_cache(inputs)
         return kwargs
-
-    def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
-        values = [_task_output(model_output, name, self.task) for name in self.outputs if not CacheLayout.is_cache_name(name)]
-        if self.use_past and self.is_decoding_task:
-            values.extend(self.flatten_cache(model_output))
-        return tuple(values)
 
     # -- the export plan -----------------------------------------------------------------------------------
     def export_plan(self, model: Any, preprocessor: Any = None) -> ExportPlan:
@@ -339,22 +326,6 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         if not self.is_decoding_task:
             raise TypeError(f"task {self.task!r} has no decoder a runtime drives; only default and seq2seq-lm do")
         return Seq2SeqDecoderOnnxConfig(self, with_past=with_past)
-
-
-def _task_output(model_output: Any, name: str, task: str) -> Any:
-    try:
-        return model_output[name]
-    except (KeyError, TypeError) as exc:
-        raise KeyError(f"the model returned no output named {name!r} for task {task!r}") from exc
-
-
-def _ordered(config: OnnxConfig, arrays: Mapping[str, np.ndarray], framework: Any) -> "OrderedDict[str, Any]":
-    ordered = OrderedDict((name, arrays[name]) for name in config.inputs)
-    if getattr(framework, "value", framework) in (None, "pt"):
-        import torch
-
-        return OrderedDict((name, torch.from_numpy(np.ascontiguousarray(value))) for name, value in ordered.items())
-    return ordered
 
 
 class _PartConfig(OnnxConfig):
@@ -478,10 +449,7 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
         if past_length is None:
             past_length = spec.sequence_length + parent.past_length_offset
         encoder_length = spec.sequence_length
-        lengths = dummy_inputs.row_lengths(spec.batch_size, encoder_length, spec.padded)
-        mask = np.zeros((spec.batch_size, encoder_length), dtype=np.int64)
-        for row, length in enumerate(lengths):
-            mask[row, :length] = 1
+        mask = dummy_inputs.padding_mask(dummy_inputs.row_lengths(spec.batch_size, encoder_length, spec.padded), encoder_length, "right")
         arrays = {
             "input_ids": parent.decoder_ids(spec.batch_size, decoder_length, spec.seed, starts=not self.use_past),
             "encoder_attention_mask": mask,
@@ -509,7 +477,7 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
         """Inputs at explicit lengths (`past_length` 0: an empty past), the encoder mask right-padded when `padded`."""
         spec = dummy_inputs.DummySpec(batch_size=batch_size, sequence_length=encoder_length, padded=padded, seed=seed)
         arrays = self.dummy_arrays(preprocessor, spec, decoder_length=decoder_length, past_length=past_length)
-        return _ordered(self, arrays, framework)
+        return self.ordered_inputs(arrays, framework)
 
     def generate_reference_inputs(
         self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
@@ -541,11 +509,6 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
             "use_cache": True,
             "return_dict": True,
         }
-
-    def select_outputs(self, model_output: Any) -> tuple[Any, ...]:
-        values = [_task_output(model_output, name, self.task) for name in self.outputs if not CacheLayout.is_cache_name(name)]
-        values.extend(self.parent.flatten_cache(model_output, cross=not self.use_past))
-        return tuple(values)
 
     @staticmethod
     def module_of(model: Any) -> Any:
