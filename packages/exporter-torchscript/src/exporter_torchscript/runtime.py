@@ -197,6 +197,15 @@ def _rebuilt_error(error_type: str, message: str) -> Exception:
     return ExportError(f"the saved module failed in a fresh process: {error_type}: {message}")
 
 
+def _close_pipes(process: subprocess.Popen[str]) -> None:
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:  # a pipe to a dead process may fail to flush
+                pass
+
+
 class LoaderProcess:
     """One worker process (``python -m exporter_torchscript.worker --loader <loader>``) answering load-and-run
     requests, started on first use. Requests and answers are JSON lines on its stdin/stdout."""
@@ -238,6 +247,7 @@ class LoaderProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        _close_pipes(process)
         if self._stderr is None:
             return ""
         self._stderr.seek(0)
@@ -247,6 +257,8 @@ class LoaderProcess:
         """Send one request and wait for its answer; a dead worker raises `ExportError` with its stderr."""
         with self._lock:
             if self._process is None or self._process.poll() is not None:
+                if self._process is not None:  # exited (killed, say) since the last request
+                    _close_pipes(self._process)
                 self._process = self._start()
             process = self._process
             assert process.stdin is not None and process.stdout is not None
