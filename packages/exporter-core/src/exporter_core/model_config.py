@@ -87,12 +87,12 @@ class ModelConfigView:
     @property
     def num_key_value_heads(self) -> int:
         """Heads of the cached keys and values (fewer than query heads with grouped or multi-query attention)."""
-        value = first_int([self.config], ("num_key_value_heads", "num_kv_heads"), minimum=1)
-        if value is not None:
-            return value
-        if getattr(self.config, "multi_query", False):
+        # Multi-query attention caches one head whatever else the config says (Falcon keeps a num_kv_heads that
+        # only its new decoder architecture reads).
+        if getattr(self.config, "multi_query", False) and not getattr(self.config, "new_decoder_architecture", False):
             return 1
-        return self.num_attention_heads
+        value = first_int([self.config], ("num_key_value_heads", "num_kv_heads"), minimum=1)
+        return value if value is not None else self.num_attention_heads
 
     @property
     def head_dim(self) -> int:
