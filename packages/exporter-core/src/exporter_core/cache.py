@@ -144,6 +144,10 @@ class CacheLayout:
     def _dynamic_cache(self, model_config: Any) -> Any:
         from transformers import DynamicCache
 
+        if all(layer.sliding_window is None for layer in self.layers):
+            # Every layer keeps every token, whatever windows the model config names: a sliding-window attention
+            # masks what is out of its window (as for any cache keeping every token), so every past grows alike.
+            return DynamicCache()
         cache = DynamicCache(config=model_config)
         if len(getattr(cache, "layers", ())) not in (0, self.num_layers):
             cache = DynamicCache()
