@@ -20,10 +20,42 @@ __all__ = ["TEXT_INPUTS", "DummySpec", "boxes_for", "image_arrays", "padding_mas
 #: Inputs `text_arrays` makes.
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-_WORDS = (
-    "the model reads a short sentence about rivers and mountains while the quick brown fox jumps over "
-    "lazy dogs near an old bridge where people walk every morning to see boats carry fresh bread"
-).split()
+_WORDS = [
+    "the",
+    "model",
+    "reads",
+    "a",
+    "short",
+    "sentence",
+    "about",
+    "rivers",
+    "and",
+    "mountains",
+    "while",
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dogs",
+    "near",
+    "an",
+    "old",
+    "bridge",
+    "where",
+    "people",
+    "walk",
+    "every",
+    "morning",
+    "to",
+    "see",
+    "boats",
+    "carry",
+    "fresh",
+    "bread",
+]
 
 
 @dataclass(frozen=True)
@@ -81,7 +113,7 @@ def text_arrays(
     if tokenizer is not None:
         texts = [_tokenize_row(tokenizer, i, n, spec.is_pair) for i, n in enumerate(lengths)]
         encoded: dict[str, list[list[int]]] = {}
-        for (first, second), n in zip(texts, lengths):
+        for (first, second), n in zip(texts, lengths, strict=True):
             row = tokenizer(first, second, truncation=True, max_length=n)
             for key, value in row.items():
                 encoded.setdefault(key, []).append(list(value))
@@ -125,7 +157,9 @@ def _pad_rows(
     return out
 
 
-def _random_text(model_config: Any, rows: int, lengths: list[int], length: int, spec: DummySpec) -> dict[str, np.ndarray]:
+def _random_text(
+    model_config: Any, rows: int, lengths: list[int], length: int, spec: DummySpec
+) -> dict[str, np.ndarray]:
     view = ModelConfigView(model_config)
     vocab = view.vocab_size
     rng = np.random.default_rng(spec.seed)
@@ -144,7 +178,7 @@ def _random_text(model_config: Any, rows: int, lengths: list[int], length: int, 
 def boxes_for(input_ids: np.ndarray, seed: int = 0, scale: int = 1000) -> np.ndarray:
     """Valid layout boxes (x0 <= x1, y0 <= y1, within `scale`) for every token position."""
     rng = np.random.default_rng(seed)
-    shape = input_ids.shape + (2,)
+    shape = (*input_ids.shape, 2)
     start = rng.integers(0, scale // 2, size=shape, dtype=np.int64)
     size = rng.integers(0, scale // 2, size=shape, dtype=np.int64)
     end = start + size

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from exporter_core import plugins
 from exporter_core.errors import UnsupportedFeatureError, UnsupportedFrameworkError, UnsupportedModelTypeError
@@ -18,7 +19,7 @@ __all__ = ["FeaturesManager", "config_class_for", "supported_features"]
 ConfigConstructor = Callable[[Any], "OnnxConfig"]
 
 
-def config_class_for(model_type: str) -> type:
+def config_class_for(model_type: str) -> type[OnnxConfig]:
     """The architecture config class installed for `model_type`, or a clear error listing what is installed."""
     cls = plugins.load_architecture(model_type)
     if cls is None:
@@ -52,7 +53,10 @@ class FeaturesManager:
             if model_name:
                 raise UnsupportedModelTypeError(f"{model_name}: {exc}") from None
             raise
-        return {feature: functools.partial(cls.for_feature, feature=feature) for feature in cls.supported_features(model_type)}
+        return {
+            feature: functools.partial(cls.for_feature, feature=feature)
+            for feature in cls.supported_features(model_type)
+        }
 
     @staticmethod
     def feature_to_task(feature: str) -> str:

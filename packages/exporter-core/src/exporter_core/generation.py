@@ -17,8 +17,9 @@ had set them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,11 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.config import OnnxConfig
 
 __all__ = [
-    "CausalLMGenerator",
-    "GreedySettings",
     "NEUTRAL_SETTINGS",
     "PARITY_BATCH_SIZE",
     "PARITY_NEW_TOKENS",
+    "CausalLMGenerator",
+    "GreedySettings",
     "Seq2SeqGenerator",
     "banned_token_ids",
     "causal_lm_parity",
@@ -66,7 +67,7 @@ class GreedySettings:
     min_new_tokens: int = 0
 
     @classmethod
-    def from_model(cls, model: Any, max_new_tokens: int) -> "GreedySettings":
+    def from_model(cls, model: Any, max_new_tokens: int) -> GreedySettings:
         """The settings ``model.generate`` takes from the model's generation config (then its config)."""
         generation = getattr(model, "generation_config", None)
         view = ModelConfigView(getattr(model, "config", None), generation_config=generation)
@@ -243,14 +244,20 @@ def causal_lm_parity(
     if layout is None:
         raise TypeError(f"{type(config).__name__} has no cache layout; generation parity needs a with-past export")
     prompt = config.generate_past_inputs(  # type: ignore[attr-defined]
-        preprocessor, batch_size=batch_size, seq_length=config.default_sequence_length, past_length=0, padded=True, seed=2
+        preprocessor,
+        batch_size=batch_size,
+        seq_length=config.default_sequence_length,
+        past_length=0,
+        padded=True,
+        seed=2,
     )
     input_ids = np.asarray(prompt["input_ids"], dtype=np.int64)
     mask = np.asarray(prompt["attention_mask"], dtype=np.int64)
     settings = GreedySettings.from_model(model, max_new_tokens)
     prompt_length = input_ids.shape[1]
     setting = _setting_note(
-        model, f"{batch_size} rows, prompts of {mask.sum(axis=1).tolist()} tokens left-padded to {prompt_length}, greedy"
+        model,
+        f"{batch_size} rows, prompts of {mask.sum(axis=1).tolist()} tokens left-padded to {prompt_length}, greedy",
     )
     try:
         got = CausalLMGenerator(runner, layout).generate(input_ids, mask, settings=settings)
@@ -372,7 +379,9 @@ def seq2seq_parity(
     """
     name = "generation parity"
     settings = GreedySettings.from_model(model, max_new_tokens)
-    start = ModelConfigView(model.config, generation_config=getattr(model, "generation_config", None)).decoder_start_token_id
+    start = ModelConfigView(
+        model.config, generation_config=getattr(model, "generation_config", None)
+    ).decoder_start_token_id
     banned, unsupported = banned_token_ids(model)
     encoder_inputs = config.encoder_config().generate_reference_inputs(
         preprocessor, batch_size=batch_size, seq_length=encoder_length, framework="np"

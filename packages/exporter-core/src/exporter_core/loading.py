@@ -80,10 +80,14 @@ def read_model_type(folder: Path) -> str:
     try:
         data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelNotFoundError(f"{folder / 'config.json'} cannot be read as JSON ({exc}); re-save the checkpoint") from None
+        raise ModelNotFoundError(
+            f"{folder / 'config.json'} cannot be read as JSON ({exc}); re-save the checkpoint"
+        ) from None
     model_type = data.get("model_type")
     if not isinstance(model_type, str) or not model_type:
-        raise UnsupportedModelTypeError(f"{folder / 'config.json'} names no model_type; re-save it with save_pretrained")
+        raise UnsupportedModelTypeError(
+            f"{folder / 'config.json'} names no model_type; re-save it with save_pretrained"
+        )
     return model_type
 
 
@@ -96,7 +100,9 @@ def model_class_for(feature: str, config_cls: type | None = None) -> Any:
     name = overrides.get(feature) or overrides.get(task)
     if name is None:
         if task not in AUTO_CLASS_FOR_FEATURE:
-            raise UnsupportedFeatureError(f"unknown feature {feature!r}; known: {', '.join(sorted(AUTO_CLASS_FOR_FEATURE))}")
+            raise UnsupportedFeatureError(
+                f"unknown feature {feature!r}; known: {', '.join(sorted(AUTO_CLASS_FOR_FEATURE))}"
+            )
         name = AUTO_CLASS_FOR_FEATURE[task]
     return getattr(transformers, name)
 
@@ -120,7 +126,14 @@ def _has_any(folder: Path, names: tuple[str, ...]) -> bool:
     return any((folder / name).is_file() for name in names)
 
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
@@ -145,7 +158,9 @@ def load_preprocessor(folder: Path, kind: str = "auto") -> Any | None:
             return None
     loader_name, files = loaders[kind]
     if not _has_any(folder, files):
-        raise ModelNotFoundError(f"{folder} has no {kind.replace('_', ' ')} files; drop --preprocessor {kind} or save one there")
+        raise ModelNotFoundError(
+            f"{folder} has no {kind.replace('_', ' ')} files; drop --preprocessor {kind} or save one there"
+        )
     try:
         # Without Pillow, Transformers may refuse at the class lookup or at from_pretrained.
         return getattr(transformers, loader_name).from_pretrained(str(folder), local_files_only=True)

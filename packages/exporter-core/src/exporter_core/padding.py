@@ -22,8 +22,9 @@ Works on NumPy arrays and torch tensors alike, and imports neither torch nor tra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,8 +45,6 @@ __all__ = [
 
 #: Inputs padded with the pad token id; every other input is padded with 0 (attention masks included).
 TOKEN_ID_INPUTS = ("input_ids", "decoder_input_ids")
-
-
 
 
 def describe_shape(static_shape: Mapping[str, int]) -> str:

@@ -18,8 +18,9 @@ cannot be traced so (a cache whose length a trace would fix, several graphs), or
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -55,7 +56,7 @@ class Scenario:
     #: What the scenario exercises ("batch 3, sequence 9, left padding").
     label: str
     #: Named NumPy inputs in the part's input order.
-    inputs: "Mapping[str, np.ndarray]"
+    inputs: Mapping[str, np.ndarray]
     #: Module to compute the reference outputs with; None: the part's own module.
     reference: Any = None
 
