@@ -18,16 +18,17 @@ A layout is a tuple of per-layer entries, so layers may differ (head counts, hea
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "CacheLayout",
-    "LayerCache",
     "PAST_PREFIX",
     "PRESENT_PREFIX",
+    "CacheLayout",
+    "LayerCache",
     "past_name",
     "returned_cache",
 ]
@@ -74,7 +75,7 @@ class CacheLayout:
     cross_attention: bool = False
 
     @classmethod
-    def uniform(cls, num_layers: int, num_heads: int, head_dim: int, *, cross_attention: bool = False) -> "CacheLayout":
+    def uniform(cls, num_layers: int, num_heads: int, head_dim: int, *, cross_attention: bool = False) -> CacheLayout:
         """Every layer alike."""
         return cls(tuple(LayerCache(num_heads, head_dim) for _ in range(num_layers)), cross_attention)
 
@@ -106,21 +107,26 @@ class CacheLayout:
 
     def names(self, prefix: str, *, cross: bool = True) -> list[str]:
         """Flat names under `prefix` (``past_key_values`` or ``present``), in graph order."""
-        names = []
+        names: list[str] = []
         for i in range(self.num_layers):
             for kind in self._kinds(cross):
                 stem = f"{prefix}.{i}" if kind is None else f"{prefix}.{i}.{kind}"
                 names.extend((f"{stem}.key", f"{stem}.value"))
         return names
 
-    def past_inputs(self, *, cross: bool = True) -> "OrderedDict[str, dict[int, str]]":
+    def past_inputs(self, *, cross: bool = True) -> OrderedDict[str, dict[int, str]]:
         """``past_key_values.*`` inputs with their dynamic axes (`cross`: the encoder's too, for encoder-decoders)."""
-        return OrderedDict((name, {0: "batch", 2: self._axis_of(name, self.past_axis)}) for name in self.names(PAST_PREFIX, cross=cross))
+        return OrderedDict(
+            (name, {0: "batch", 2: self._axis_of(name, self.past_axis)})
+            for name in self.names(PAST_PREFIX, cross=cross)
+        )
 
-    def present_outputs(self, *, cross: bool = True, with_past: bool = True) -> "OrderedDict[str, dict[int, str]]":
+    def present_outputs(self, *, cross: bool = True, with_past: bool = True) -> OrderedDict[str, dict[int, str]]:
         """``present.*`` outputs with their dynamic axes; without a past input they hold only the new tokens."""
         self_axis = self.total_axis if with_past else self.new_axis
-        return OrderedDict((name, {0: "batch", 2: self._axis_of(name, self_axis)}) for name in self.names(PRESENT_PREFIX, cross=cross))
+        return OrderedDict(
+            (name, {0: "batch", 2: self._axis_of(name, self_axis)}) for name in self.names(PRESENT_PREFIX, cross=cross)
+        )
 
     @staticmethod
     def _axis_of(name: str, self_axis: str) -> str:

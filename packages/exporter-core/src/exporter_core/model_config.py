@@ -7,9 +7,10 @@ reader in exporter goes through `ModelConfigView` so that each rule is written o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["ALIASES", "ModelConfigView", "SPECIAL_TOKEN_NAMES", "first_int"]
+__all__ = ["ALIASES", "SPECIAL_TOKEN_NAMES", "ModelConfigView", "first_int"]
 
 #: Attribute names per quantity, in the order they are looked up.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -60,7 +61,9 @@ class ModelConfigView:
         value = first_int([self.config], ALIASES[quantity], minimum=1)
         if value is None:
             names = ", ".join(ALIASES[quantity])
-            raise AttributeError(f"the {self.model_type} config names no {quantity.replace('_', ' ')} (looked for {names})")
+            raise AttributeError(
+                f"the {self.model_type} config names no {quantity.replace('_', ' ')} (looked for {names})"
+            )
         return value
 
     @property
