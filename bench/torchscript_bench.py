@@ -29,7 +29,8 @@ import transformers
 from transformers import BertConfig, BertModel
 
 from exporter_core.architectures.encoders import BertOnnxConfig
-from exporter_torchscript.tracing import check_other_shapes, save_traced, trace_for_export
+from exporter_torchscript.static import save_module
+from exporter_torchscript.tracing import generalization_checks, trace_for_export
 
 RESULTS = Path(__file__).parent / "results" / "torchscript.md"
 BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -100,12 +101,12 @@ def run(shapes: list[tuple[int, int]]) -> str:
             traced = trace_for_export(model, config, batch_size=batch, sequence_length=length, check_other_shapes=False)
             trace_s = time.perf_counter() - t
             t = time.perf_counter()
-            checks = check_other_shapes(traced.module, model, config, traced.metadata.static_shape)
+            checks = generalization_checks(traced.module, model, config, traced.contract.traced_shape)
             check_s = time.perf_counter() - t
-            traced.metadata.generalization_checks = checks
-            traced.metadata.generalizes = all(c["passed"] for c in checks if c["passed"] is not None)
+            traced.contract.generalization_checks = checks
+            traced.contract.generalizes = all(c["passed"] for c in checks if c["passed"] is not None)
             t = time.perf_counter()
-            save_traced(traced.module, traced.metadata, path)
+            save_module(traced.module, traced.contract, path)
             save_s = time.perf_counter() - t
             raw = _fresh(path, batch, length, loader=False)
             shorter = max(2, length // 2)
@@ -121,7 +122,7 @@ def run(shapes: list[tuple[int, int]]) -> str:
                     "loader": loader,
                     "shorter": f"{batch} × {shorter}",
                     "eager": _eager_latency(model, batch, length),
-                    "generalizes": traced.metadata.generalizes,
+                    "generalizes": traced.contract.generalizes,
                 }
             )
     return _markdown(rows, parameters)
