@@ -305,3 +305,13 @@ def test_the_plugin_runs_representatives_by_default_and_every_case_in_the_matrix
     matrix.assert_outcomes(passed=len(cases) - refused + 1, skipped=refused)
     assert len(read_records(record)) == len(cases)
     matrix.stdout.fnmatch_lines([f"{refused} refused, {len(cases) - refused} validated; worst validated difference*"])
+
+
+def test_a_tiny_model_that_cannot_serve_the_feature_is_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[ExportCase] = []
+    monkeypatch.setattr(export_cases, "run_case", _fake_run(calls))
+    # GPT-Neo's tiny sizes set no pad_token_id, which sequence-classification needs: refused before any export.
+    outcome = ArtifactCache(tmp_path).outcome(ExportCase("gpt_neo", "sequence-classification", "b", "decoders"))
+    assert outcome.refused and "pad_token_id" in (outcome.reason or "") and calls == []

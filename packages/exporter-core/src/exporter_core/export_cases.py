@@ -394,11 +394,21 @@ class ArtifactCache:
             saved = folder / "outcome.json"
             if saved.is_file():
                 return CaseOutcome.from_json(saved.read_text(encoding="utf-8"))
-            source = self.checkpoint(case.model_type, case.feature, preprocessor=case.preprocessor, **dict(case.sizes))
             folder.mkdir(parents=True, exist_ok=True)
-            outcome = run_case(case, source, folder / "output")
+            outcome = self._export(case, folder / "output")
             saved.write_text(outcome.to_json(), encoding="utf-8")
         return outcome
+
+    def _export(self, case: ExportCase, output: Path) -> CaseOutcome:
+        from exporter_core.errors import UserError
+
+        try:
+            source = self.checkpoint(case.model_type, case.feature, preprocessor=case.preprocessor, **dict(case.sizes))
+        except UserError as exc:  # the tiny model cannot serve this feature: refused like the pipeline would
+            return CaseOutcome(case, "refused", reason=f"{type(exc).__name__}: {exc}")
+        except Exception:  # a checkpoint that cannot be built fails the case, recorded like any other
+            return CaseOutcome(case, "failed", reason=traceback.format_exc())
+        return run_case(case, source, output)
 
     def first_accepted(self, candidates: list[ExportCase]) -> CaseOutcome:
         """The first candidate's outcome that is not a refusal (else the last refusal); earlier refusals kept."""
