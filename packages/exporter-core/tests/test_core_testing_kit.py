@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from exporter_core import export_cases, loading, plugins
-from exporter_core.architectures.encoders import BertOnnxConfig, TextEncoderOnnxConfig
+from exporter_core.architectures.encoders import BertOnnxConfig
+from exporter_core.config import TextEncoderOnnxConfig
 from exporter_core.export_cases import (
     ArtifactCache,
     CaseOutcome,
