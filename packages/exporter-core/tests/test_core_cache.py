@@ -115,10 +115,13 @@ def test_decoder_round_trip_through_a_real_gpt2_cache() -> None:
     # Positions 0 and 1 (not 3 and 4), so that layer 0's new keys depend on nothing but the two tokens.
     with torch.no_grad():
         output = model(
-            input_ids=ids, attention_mask=mask, position_ids=torch.arange(2)[None], use_cache=True,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=torch.arange(2)[None],
+            use_cache=True,
             **{cache_keyword(model.config): cache},
         )
-    present = dict(zip(layout.names("present"), layout.flatten(output)))
+    present = dict(zip(layout.names("present"), layout.flatten(output), strict=True))
     assert list(present) == layout.names("present")
     for name, value in present.items():
         assert tuple(value.shape) == (2, 2, 5, 16)
@@ -138,7 +141,9 @@ def test_encoder_decoder_round_trip_through_a_real_bart_cache() -> None:
     from exporter_core.architectures.decoders import cache_keyword
 
     torch.manual_seed(0)
-    model = AutoModelForSeq2SeqLM.from_config(tiny_model_config("bart", decoder_layers=3, decoder_attention_heads=2)).eval()
+    model = AutoModelForSeq2SeqLM.from_config(
+        tiny_model_config("bart", decoder_layers=3, decoder_attention_heads=2)
+    ).eval()
     layout = CacheLayout.uniform(3, 2, 16, cross_attention=True)
     past = _torch(layout.past_arrays(2, 4, encoder_length=6))
     cache = layout.to_cache(past, model.config)
@@ -152,7 +157,7 @@ def test_encoder_decoder_round_trip_through_a_real_bart_cache() -> None:
             use_cache=True,
             **{cache_keyword(model.config): cache},
         )
-    present = dict(zip(layout.names("present"), layout.flatten(output)))
+    present = dict(zip(layout.names("present"), layout.flatten(output), strict=True))
     assert len(present) == 12
     for name, value in present.items():
         if ".encoder." in name:
@@ -162,7 +167,9 @@ def test_encoder_decoder_round_trip_through_a_real_bart_cache() -> None:
             assert torch.equal(value[:, :, :4], past[past_name(name)]), name
     decoder_only = layout.flatten(output, cross=False)
     assert len(decoder_only) == 6
-    assert all(torch.equal(a, present[n]) for a, n in zip(decoder_only, layout.names("present", cross=False)))
+    assert all(
+        torch.equal(a, present[n]) for a, n in zip(decoder_only, layout.names("present", cross=False), strict=True)
+    )
     # Without cross-attention inputs, the cross-attention cache starts empty.
     self_only = layout.to_cache({n: v for n, v in past.items() if ".decoder." in n}, model.config, cross=False)
     assert self_only.self_attention_cache.get_seq_length() == 4

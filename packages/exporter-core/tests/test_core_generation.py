@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,11 @@ def test_settings_come_from_the_generation_config() -> None:
     settings = GreedySettings.from_model(model, 16)
     assert settings.eos_token_ids == (2,) and settings.pad_token_id == 1
     model.generation_config = GenerationConfig(
-        eos_token_id=[7, 8], forced_eos_token_id=2, no_repeat_ngram_size=3, suppress_tokens=[9], bad_words_ids=[[10], [11, 12]]
+        eos_token_id=[7, 8],
+        forced_eos_token_id=2,
+        no_repeat_ngram_size=3,
+        suppress_tokens=[9],
+        bad_words_ids=[[10], [11, 12]],
     )
     model.config.pad_token_id = None
     settings = GreedySettings.from_model(model, 16)
@@ -91,7 +96,7 @@ def test_causal_generator_feeds_presents_back_with_a_growing_mask() -> None:
         seen.append((ids.shape[1], past.shape[2], mask.shape))
         assert mask.shape[1] == past.shape[2] + ids.shape[1]
         present = np.concatenate([past, np.zeros((ids.shape[0], 2, ids.shape[1], 3), np.float32)], axis=2)
-        logits = np.zeros(ids.shape + (6,), dtype=np.float32)
+        logits = np.zeros((*ids.shape, 6), dtype=np.float32)
         logits[np.arange(ids.shape[0]), -1, (ids[:, -1] + 1) % 6] = 1.0  # next: the last token plus 1
         return {"logits": logits, "present.0.key": present, "present.0.value": present}
 
@@ -108,7 +113,7 @@ def test_seq2seq_generator_feeds_presents_back_and_applies_token_rules() -> None
     fed: list[set[str]] = []
 
     def encoder(inputs: Any) -> dict[str, np.ndarray]:
-        return {"last_hidden_state": np.zeros(inputs["input_ids"].shape + (4,), dtype=np.float32)}
+        return {"last_hidden_state": np.zeros((*inputs["input_ids"].shape, 4), dtype=np.float32)}
 
     def logits(preferred: list[list[int]]) -> np.ndarray:
         scores = np.zeros((batch, 1, vocab), dtype=np.float32)

@@ -21,11 +21,19 @@ def _config(**attributes: Any) -> SimpleNamespace:
         ("bert", {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 6}, 48, 3, 6),
         ("gpt2", {"n_embd": 40, "n_layer": 3, "n_head": 5}, 40, 3, 5),
         ("distilbert", {"dim": 36, "n_layers": 3, "n_heads": 3}, 36, 3, 3),
-        ("gpt_neo", {"hidden_size": 24, "num_layers": 1, "num_heads": 2, "attention_types": [[["global"], 1]]}, 24, 1, 2),
+        (
+            "gpt_neo",
+            {"hidden_size": 24, "num_layers": 1, "num_heads": 2, "attention_types": [[["global"], 1]]},
+            24,
+            1,
+            2,
+        ),
         ("flaubert", {"emb_dim": 28, "n_layers": 3, "n_heads": 7}, 28, 3, 7),
     ],
 )
-def test_sizes_are_read_under_every_alias(model_type: str, overrides: dict[str, Any], hidden: int, layers: int, heads: int) -> None:
+def test_sizes_are_read_under_every_alias(
+    model_type: str, overrides: dict[str, Any], hidden: int, layers: int, heads: int
+) -> None:
     view = ModelConfigView(tiny_model_config(model_type, **overrides))
     assert (view.hidden_size, view.num_layers, view.num_attention_heads) == (hidden, layers, heads)
     assert view.head_dim == hidden // heads
@@ -34,11 +42,11 @@ def test_sizes_are_read_under_every_alias(model_type: str, overrides: dict[str, 
 
 
 def test_a_missing_size_names_every_alias_looked_for() -> None:
-    with pytest.raises(AttributeError, match="toy config names no hidden size .*n_embd, d_model"):
-        ModelConfigView(_config(num_attention_heads=2)).hidden_size
+    with pytest.raises(AttributeError, match=r"toy config names no hidden size .*n_embd, d_model"):
+        _ = ModelConfigView(_config(num_attention_heads=2)).hidden_size
     # A bool or a zero is not a size.
     with pytest.raises(AttributeError):
-        ModelConfigView(_config(hidden_size=True, n_embd=0)).hidden_size
+        _ = ModelConfigView(_config(hidden_size=True, n_embd=0)).hidden_size
 
 
 def test_grouped_and_multi_query_attention_cache_fewer_heads() -> None:
@@ -139,8 +147,15 @@ def test_end_of_sequence_and_generate_s_pad() -> None:
 
 
 def test_special_ids_cover_every_special_token_the_config_names() -> None:
-    config = _config(pad_token_id=1, bos_token_id=0, eos_token_id=[2, 11], unk_token_id=3, sep_token_id=None,
-                     decoder_start_token_id=12, cls_token_id=-1)
+    config = _config(
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=[2, 11],
+        unk_token_id=3,
+        sep_token_id=None,
+        decoder_start_token_id=12,
+        cls_token_id=-1,
+    )
     assert ModelConfigView(config).special_token_ids == {0, 1, 2, 3, 11, 12}
 
 

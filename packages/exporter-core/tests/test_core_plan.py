@@ -7,7 +7,8 @@ any backend installed.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def bert_config() -> BertOnnxConfig:
 
 
 def test_part_names_are_unique_and_a_plan_has_parts(bert_config: BertOnnxConfig) -> None:
-    with pytest.raises(ValueError, match="unique.*'a', 'a'"):
+    with pytest.raises(ValueError, match=r"unique.*'a', 'a'"):
         ExportPlan("bert", "default", None, [_part("a", bert_config), _part("a", bert_config)])
     with pytest.raises(ValueError, match="at least one part"):
         ExportPlan("bert", "default", None, [])
@@ -39,18 +40,24 @@ def test_part_names_are_unique_and_a_plan_has_parts(bert_config: BertOnnxConfig)
 def test_static_trace_refusal_is_filled_from_the_parts(bert_config: BertOnnxConfig) -> None:
     single = ExportPlan("bert", "default", None, [_part("model", bert_config)])
     assert single.static_trace_refusal is None and not single.with_past
-    with_past = ExportPlan("gpt2", "causal-lm-with-past", None, [_part("model", bert_config, CacheLayout.uniform(1, 1, 1))])
+    with_past = ExportPlan(
+        "gpt2", "causal-lm-with-past", None, [_part("model", bert_config, CacheLayout.uniform(1, 1, 1))]
+    )
     assert with_past.with_past
     assert "'causal-lm-with-past' takes past key values" in (with_past.static_trace_refusal or "")
     assert "without -with-past" in (with_past.static_trace_refusal or "")
     several = ExportPlan("x", "default", None, [_part("encoder", bert_config), _part("decoder", bert_config)])
     assert "2 graphs (encoder, decoder)" in (several.static_trace_refusal or "")
-    declared = ExportPlan("x", "default", None, [_part("a", bert_config), _part("b", bert_config)], static_trace_refusal="mine")
+    declared = ExportPlan(
+        "x", "default", None, [_part("a", bert_config), _part("b", bert_config)], static_trace_refusal="mine"
+    )
     assert declared.static_trace_refusal == "mine", "a family's own reason is kept"
 
 
 def test_part_lookup_and_names(bert_config: BertOnnxConfig) -> None:
-    plan = ExportPlan("x", "default", None, [_part("encoder", bert_config, artifact="e.onnx"), _part("decoder", bert_config)])
+    plan = ExportPlan(
+        "x", "default", None, [_part("encoder", bert_config, artifact="e.onnx"), _part("decoder", bert_config)]
+    )
     assert plan.main.name == "encoder"
     assert plan.part("decoder") is plan.parts[1]
     with pytest.raises(KeyError, match="no part 'decoder_with_past'; parts: encoder, decoder"):
@@ -100,7 +107,7 @@ def _torch_runner(part: PlanPart) -> Any:
         tensors = {name: torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in part.config.inputs}
         with torch.no_grad():
             values = part.config.select_outputs(part.module(**part.config.model_kwargs(tensors)))
-        return {name: value.numpy() for name, value in zip(part.config.outputs, values)}
+        return {name: value.numpy() for name, value in zip(part.config.outputs, values, strict=True)}
 
     return run
 
@@ -148,7 +155,7 @@ def test_a_decoder_plan_with_past_validates_other_past_lengths_and_checks_genera
         for s in part.scenarios
     ]
     assert len(shapes) == 4
-    for (ids, past, mask) in shapes:
+    for ids, past, mask in shapes:
         assert mask == (ids[0], past + ids[1]), "the mask covers past and new tokens"
     traced = config.generate_dummy_inputs(framework="np")
     traced_shape = (traced["input_ids"].shape, traced["past_key_values.0.key"].shape[2])
@@ -216,7 +223,7 @@ def test_a_family_may_add_scenarios_with_another_reference(bert_config: BertOnnx
     class _WithExtra(BertOnnxConfig):
         def validation_scenarios(self, preprocessor: Any = None) -> list[Scenario]:
             extra = Scenario("batch 1", self.generate_dummy_inputs(batch_size=1, framework="np"), reference=marker)
-            return super().validation_scenarios(preprocessor) + [extra]
+            return [*super().validation_scenarios(preprocessor), extra]
 
     plan = _WithExtra(tiny_model_config("bert")).export_plan(model=None)
     assert [s.reference for s in plan.main.scenarios] == [None, marker]

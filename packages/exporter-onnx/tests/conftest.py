@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from transformers.utils import logging as _hf_logging
 
 # Checkpoints are saved and loaded inside tests; keep progress bars and load reports out of captured output.
@@ -78,7 +78,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for row in sorted(rows, key=lambda r: r["pair"]):
         padding = row.get("max_abs_diff_padding")
         shown = f"{padding:.3e}" if isinstance(padding, float) else "-"
-        write(f"{row['pair']:<48} {str(row['passed']):<7} {row['max_abs_diff']:>13.3e} {shown:>15} {row['atol']:>7g}")
+        write(f"{row['pair']:<48} {row['passed']!s:<7} {row['max_abs_diff']:>13.3e} {shown:>15} {row['atol']:>7g}")
     by_arch: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         by_arch[row.get("arch", row["pair"].split(":")[0])].append(row["max_abs_diff"])

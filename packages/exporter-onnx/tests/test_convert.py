@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,7 +66,9 @@ def _validate(bert: _Bert, config: BertOnnxConfig, path: Path) -> Any:
     from exporter_onnx.runtime import OnnxRuntimeRunner
     from exporter_validate.compare import validate_outputs
 
-    report = validate_outputs(config, bert.model, OnnxRuntimeRunner(path), preprocessor=bert.tokenizer, log=lambda _: None)
+    report = validate_outputs(
+        config, bert.model, OnnxRuntimeRunner(path), preprocessor=bert.tokenizer, log=lambda _: None
+    )
     assert report.reference_inputs["input_ids"] == [3, 9]
     assert report.passed, "\n".join(report.log_lines())
     return report
@@ -110,7 +113,9 @@ def _refusals() -> list[Any]:
     return [
         pytest.param(13, "auto", "needs at least 14; pass --opset 14 or higher", id="below-minimum"),
         pytest.param(11, "torchscript", "needs at least 14", id="below-minimum-torchscript"),
-        pytest.param(max_opset() + 1, "auto", f"support \\({max_opset()}\\); pass --opset {max_opset()}", id="above-max"),
+        pytest.param(
+            max_opset() + 1, "auto", f"support \\({max_opset()}\\); pass --opset {max_opset()}", id="above-max"
+        ),
         pytest.param(14, "dynamo", "dynamo engine writes opset 18 or higher", id="dynamo-at-14"),
         pytest.param(21, "torchscript", "torchscript engine writes opset 20 at most", id="torchscript-at-21"),
     ]
@@ -174,7 +179,11 @@ def test_the_caller_s_model_and_config_values_are_restored_after_export(bert: _B
     original_forward = type(model).forward
 
     def spying_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.update(training=self.training, use_cache=self.config.use_cache, flag=getattr(self.config, "exporter_test_flag", None))
+        seen.update(
+            training=self.training,
+            use_cache=self.config.use_cache,
+            flag=getattr(self.config, "exporter_test_flag", None),
+        )
         return original_forward(self, *args, **kwargs)
 
     model.train()

@@ -15,8 +15,9 @@ The TorchScript-based engine (opset 17, about a second per export) serves every 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,7 +101,11 @@ def test_with_past_export_validates_every_scenario_and_generates_like_generate(
     dims = _graph_dims(path)
     assert [n for n in dims if n.startswith("past_key_values.")] == layout.names("past_key_values")
     assert [n for n in dims if n.startswith("present.")] == layout.names("present")
-    past, present, mask = dims["past_key_values.0.key"], dims[f"present.{layout.num_layers - 1}.value"], dims["attention_mask"]
+    past, present, mask = (
+        dims["past_key_values.0.key"],
+        dims[f"present.{layout.num_layers - 1}.value"],
+        dims["attention_mask"],
+    )
     assert isinstance(past[0], str) and isinstance(past[2], str) and isinstance(past[1], int)
     assert past[0] == mask[0] == present[0], "one batch axis"
     assert len({past[2], mask[1], dims["input_ids"][1]}) == 3, "past, past + sequence and sequence are separate axes"
@@ -138,7 +143,9 @@ def test_generation_pads_on_the_left_without_changing_tokens(
     import torch
     from transformers import AutoModelForCausalLM
 
-    model, preprocessor, config = _load(tiny_checkpoint, model_type, "causal-lm-with-past", tokenizer=tokenizer, **overrides)
+    model, preprocessor, config = _load(
+        tiny_checkpoint, model_type, "causal-lm-with-past", tokenizer=tokenizer, **overrides
+    )
     info = export_onnx(model, config, tmp_path / "model.onnx", preprocessor=preprocessor, opset=17)
     runner = OnnxRuntimeRunner(info.path)
     generator = OnnxCausalLM(runner)
@@ -189,7 +196,9 @@ def test_an_export_right_only_at_its_traced_past_length_fails_validation(
         return validate_outputs(correct, model, runner, inputs=inputs, log=lambda _: None)
 
     def at_past(past_length: int) -> Any:
-        return correct.generate_past_inputs(preprocessor, batch_size=2, seq_length=8, past_length=past_length, padded=False, seed=3)
+        return correct.generate_past_inputs(
+            preprocessor, batch_size=2, seq_length=8, past_length=past_length, padded=False, seed=3
+        )
 
     assert validate(at_past(10)).passed, "the broken graph is right at the traced past length"
     for past_length in (0, 5, 13):
@@ -251,7 +260,7 @@ def test_past_inputs_at_any_past_length(config_cls: type, model_type: str, heads
 
 
 def test_sequence_classification_without_a_pad_token_is_refused_with_the_fix() -> None:
-    with pytest.raises(UnsupportedFeatureError, match="set pad_token_id in config.json"):
+    with pytest.raises(UnsupportedFeatureError, match=r"set pad_token_id in config\.json"):
         GPTNeoOnnxConfig.for_feature(tiny_model_config("gpt_neo"), "sequence-classification")
     assert GPTNeoOnnxConfig.for_feature(tiny_model_config("gpt_neo", pad_token_id=1), "sequence-classification")
 

@@ -16,8 +16,9 @@ relative positions), with the TorchScript-based engine (opset 17, about ten time
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,7 +168,11 @@ def _check_padding_and_other_model(model: Any, config: Any, preprocessor: Any, f
     alone = generator.generate(ids[1:, :real], None, settings=settings, **options)
     assert together.shape[1] > 2 and np.array_equal(together[1], alone[0])
 
-    runners = {"encoder": generator.encoder, "decoder": generator.decoder, "decoder_with_past": generator.decoder_with_past}
+    runners = {
+        "encoder": generator.encoder,
+        "decoder": generator.decoder,
+        "decoder_with_past": generator.decoder_with_past,
+    }
     assert seq2seq_parity(model, config, runners, preprocessor).passed
     torch.manual_seed(123)
     other = type(model)(model.config).eval()
@@ -189,7 +194,9 @@ class _PastLengthBakedIn(Seq2SeqDecoderOnnxConfig):
         # BART's decoder counts positions from the cache's length; an explicit mask (of the true length, built
         # from tensors) keeps the baked length out of the masks, so only the positions go wrong.
         cache.get_seq_length = lambda layer_idx=0: seen
-        kwargs["decoder_attention_mask"] = torch.ones_like(torch.cat([past[:, 0, :, 0], inputs["input_ids"].float()], dim=1))
+        kwargs["decoder_attention_mask"] = torch.ones_like(
+            torch.cat([past[:, 0, :, 0], inputs["input_ids"].float()], dim=1)
+        )
         return kwargs
 
 
@@ -291,7 +298,7 @@ def test_old_single_graph_with_past_layout() -> None:
     inputs = config.generate_reference_inputs(framework="pt")
     with torch.no_grad():
         values = config.select_outputs(model(**config.model_kwargs(inputs)))
-    shapes = dict(zip(config.outputs, (tuple(v.shape) for v in values)))
+    shapes = dict(zip(config.outputs, (tuple(v.shape) for v in values), strict=True))
     assert shapes["logits"] == (3, 1, 99)
     assert shapes["present.1.decoder.key"] == (3, 4, 5, 8)
     assert shapes["present.1.encoder.key"] == (3, 4, 9, 8)
@@ -307,7 +314,10 @@ def test_classification_dummies_hold_one_eos_per_row(with_tokenizer: bool) -> No
     assert list(config.inputs) == ["input_ids", "attention_mask"]
     tokenizer = build_tiny_tokenizer() if with_tokenizer else None
     eos = model.config.eos_token_id
-    for inputs in (config.generate_dummy_inputs(tokenizer, framework="np"), config.generate_reference_inputs(tokenizer)):
+    for inputs in (
+        config.generate_dummy_inputs(tokenizer, framework="np"),
+        config.generate_reference_inputs(tokenizer),
+    ):
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         assert ((ids == eos) & (mask == 1)).sum(axis=1).tolist() == [1] * ids.shape[0]
         if not with_tokenizer:  # random ids hold no eos: it goes on each row's last real token

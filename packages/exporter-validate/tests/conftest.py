@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ import pytest
 Perturb = Callable[[dict[str, np.ndarray], Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def model_runner(model: Any, output_names: list[str], perturb: Perturb | None = None) -> Callable[..., dict[str, np.ndarray]]:
+def model_runner(
+    model: Any, output_names: list[str], perturb: Perturb | None = None
+) -> Callable[..., dict[str, np.ndarray]]:
     """A runner that calls the PyTorch model directly (not through exporter's wrapper), then perturbs its outputs."""
     import torch
 

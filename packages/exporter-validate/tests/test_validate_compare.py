@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,7 +79,9 @@ def test_log_goes_to_the_exporter_logger_by_default(
     assert messages[1] == "\t-[✓] TorchScript model output names match reference model ({'last_hidden_state'})"
 
 
-def test_differences_within_atol_pass(qa_config: BertOnnxConfig, bert_qa: Any, make_runner: Any, tiny_tokenizer: Any) -> None:
+def test_differences_within_atol_pass(
+    qa_config: BertOnnxConfig, bert_qa: Any, make_runner: Any, tiny_tokenizer: Any
+) -> None:
     model, config = bert_qa
     runner = make_runner(model, ["start_logits", "end_logits"], _add_at_real_positions("start_logits", 0.5 * ATOL))
     report = validate_outputs(config, model, runner, preprocessor=tiny_tokenizer, log=lambda _line: None)
@@ -101,7 +104,9 @@ def test_atol_comes_from_the_config_unless_given(bert_qa: Any, make_runner: Any)
 def test_given_inputs_are_used_as_they_are(bert_default: Any, make_runner: Any) -> None:
     model, config = bert_default
     inputs = config.generate_dummy_inputs(None, batch_size=1, seq_length=5, framework="np")
-    report = validate_outputs(config, model, make_runner(model, ["last_hidden_state"]), inputs=inputs, log=lambda _l: None)
+    report = validate_outputs(
+        config, model, make_runner(model, ["last_hidden_state"]), inputs=inputs, log=lambda _l: None
+    )
     assert report.reference_inputs["input_ids"] == [1, 5]
     assert report.outputs[0].reference_shape == [1, 5, 32]
     assert report.outputs[0].compared == "all"
@@ -120,7 +125,11 @@ def test_every_output_beyond_atol_is_reported(bert_qa: Any, make_runner: Any, ti
 
     lines: list[str] = []
     report = validate_outputs(
-        config, model, make_runner(model, ["start_logits", "end_logits"], perturb), preprocessor=tiny_tokenizer, log=lines.append
+        config,
+        model,
+        make_runner(model, ["start_logits", "end_logits"], perturb),
+        preprocessor=tiny_tokenizer,
+        log=lines.append,
     )
     assert not report.passed
     assert [check.passed for check in report.outputs] == [False, False]
@@ -152,7 +161,9 @@ def test_missing_output_and_a_failing_one_are_both_reported(bert_qa: Any, make_r
         return outputs
 
     lines: list[str] = []
-    report = validate_outputs(config, model, make_runner(model, ["start_logits", "end_logits"], perturb), log=lines.append)
+    report = validate_outputs(
+        config, model, make_runner(model, ["start_logits", "end_logits"], perturb), log=lines.append
+    )
     assert not report.passed and not report.names_match
     start, end = report.outputs
     assert end.missing and end.exported_shape is None and not end.passed
@@ -181,7 +192,7 @@ def test_shape_mismatch_is_reported(bert_default: Any, make_runner: Any) -> None
     (check,) = report.outputs
     assert not check.shape_ok and check.max_abs_diff is None
     assert report.names_match and not report.passed
-    assert report.failures == ["output \"last_hidden_state\": shape (3, 8, 32) doesn't match (3, 9, 32)"]
+    assert report.failures == ['output "last_hidden_state": shape (3, 8, 32) doesn\'t match (3, 9, 32)']
     assert lines[3] == "\t\t-[x] shape (3, 8, 32) doesn't match (3, 9, 32)"
     assert len(lines) == 4
 
@@ -202,7 +213,9 @@ def test_extra_exported_output_breaks_the_name_match_only(bert_default: Any, mak
 # -- padding ------------------------------------------------------------------------------------------------------
 
 
-def test_padded_positions_are_excluded_and_reported_apart(bert_default: Any, make_runner: Any, tiny_tokenizer: Any) -> None:
+def test_padded_positions_are_excluded_and_reported_apart(
+    bert_default: Any, make_runner: Any, tiny_tokenizer: Any
+) -> None:
     model, config = bert_default
 
     def perturb(outputs: Outputs, inputs: Mapping[str, np.ndarray]) -> Outputs:
@@ -231,7 +244,11 @@ def test_a_real_position_is_not_excluded(bert_default: Any, make_runner: Any, ti
         return outputs
 
     report = validate_outputs(
-        config, model, make_runner(model, ["last_hidden_state"], perturb), preprocessor=tiny_tokenizer, log=lambda _l: None
+        config,
+        model,
+        make_runner(model, ["last_hidden_state"], perturb),
+        preprocessor=tiny_tokenizer,
+        log=lambda _l: None,
     )
     assert not report.passed
     assert report.outputs[0].max_abs_diff == pytest.approx(0.25, rel=1e-4)
@@ -318,7 +335,11 @@ def test_rtol_is_zero_on_a_real_model_output(bert_default: Any, make_runner: Any
         return outputs
 
     report = validate_outputs(
-        config, model, make_runner(model, ["last_hidden_state"], perturb), preprocessor=tiny_tokenizer, log=lambda _l: None
+        config,
+        model,
+        make_runner(model, ["last_hidden_state"], perturb),
+        preprocessor=tiny_tokenizer,
+        log=lambda _l: None,
     )
     # |reference| > 1 there, so np.allclose's hidden rtol term (1e-5 * |reference|) covers the difference.
     assert np.abs(captured["reference"]).max() > 1.0
@@ -338,7 +359,11 @@ def test_nan_where_the_reference_has_a_number_fails(bert_qa: Any, make_runner: A
         return outputs
 
     report = validate_outputs(
-        config, model, make_runner(model, ["start_logits", "end_logits"], perturb), preprocessor=tiny_tokenizer, log=lambda _l: None
+        config,
+        model,
+        make_runner(model, ["start_logits", "end_logits"], perturb),
+        preprocessor=tiny_tokenizer,
+        log=lambda _l: None,
     )
     start, end = report.outputs
     assert start.passed
@@ -356,7 +381,9 @@ def test_nan_where_the_reference_has_a_number_fails(bert_qa: Any, make_runner: A
         ([np.inf, 1.0], [-np.inf, 1.0], float("inf")),
     ],
 )
-def test_nan_and_infinity(qa_config: BertOnnxConfig, reference: list[float], exported: list[float], expected: float) -> None:
+def test_nan_and_infinity(
+    qa_config: BertOnnxConfig, reference: list[float], exported: list[float], expected: float
+) -> None:
     ref = {"start_logits": np.array([reference], dtype=np.float32), "end_logits": np.zeros((1, 2), dtype=np.float32)}
     out = {"start_logits": np.array([exported], dtype=np.float32), "end_logits": np.zeros((1, 2), dtype=np.float32)}
     with warnings.catch_warnings():
@@ -378,7 +405,9 @@ def test_nan_at_a_padded_position_is_excluded_but_shown(qa_config: BertOnnxConfi
 
 def test_empty_outputs_compare_equal(qa_config: BertOnnxConfig) -> None:
     empty = {"start_logits": np.zeros((0, 3), np.float32), "end_logits": np.zeros((0, 3), np.float32)}
-    assert all(check.passed and check.max_abs_diff == 0.0 for check in compare_outputs(qa_config, {}, empty, dict(empty), ATOL))
+    assert all(
+        check.passed and check.max_abs_diff == 0.0 for check in compare_outputs(qa_config, {}, empty, dict(empty), ATOL)
+    )
 
 
 # -- the worst difference over every output (static-shape backends' padding-effect and other-shape checks) ---------
@@ -387,7 +416,10 @@ def test_empty_outputs_compare_equal(qa_config: BertOnnxConfig) -> None:
 def test_max_abs_difference_takes_the_worst_output_at_real_positions(qa_config: BertOnnxConfig) -> None:
     inputs = {"attention_mask": np.array([[1, 1, 0]])}
     ref = {"start_logits": np.zeros((1, 3), np.float32), "end_logits": np.zeros((1, 3), np.float32)}
-    out = {"start_logits": np.array([[0.0, 0.25, 9.0]], np.float32), "end_logits": np.array([[0.5, 0.0, 9.0]], np.float32)}
+    out = {
+        "start_logits": np.array([[0.0, 0.25, 9.0]], np.float32),
+        "end_logits": np.array([[0.5, 0.0, 9.0]], np.float32),
+    }
     assert max_abs_difference(qa_config, inputs, ref, out) == 0.5
     assert max_abs_difference(qa_config, {}, ref, out) == 9.0  # no mask: every position counts
 

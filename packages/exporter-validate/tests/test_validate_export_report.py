@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def test_the_report_records_traced_shapes_unlike_the_validated_ones(

@@ -39,7 +39,10 @@ def _report(
     inputs = {"attention_mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]])}
     rng = np.random.default_rng(0)
     reference = {"start_logits": rng.standard_normal((2, 4)), "end_logits": rng.standard_normal((2, 4))}
-    exported = {"start_logits": reference["start_logits"] + start_delta, "end_logits": reference["end_logits"] + end_delta}
+    exported = {
+        "start_logits": reference["start_logits"] + start_delta,
+        "end_logits": reference["end_logits"] + end_delta,
+    }
     if drop_end:
         del exported["end_logits"]
     return ValidationReport(
@@ -109,7 +112,10 @@ def test_json_stays_valid_when_a_difference_is_infinite(qa_config: BertOnnxConfi
     assert data["worst_max_abs_diff"] == "inf"
     assert data["failures"] == ['output "end_logits": max abs difference inf exceeds atol 1e-05']
     export = ExportReport(format="ONNX", backend="onnx", feature="default", parts=[report])
-    assert _strict_json(export.write_json(tmp_path / "export.json").read_text(encoding="utf-8"))["worst_max_abs_diff"] == "inf"
+    assert (
+        _strict_json(export.write_json(tmp_path / "export.json").read_text(encoding="utf-8"))["worst_max_abs_diff"]
+        == "inf"
+    )
 
 
 def test_failing_checks_fail_the_export_report(qa_config: BertOnnxConfig) -> None:
@@ -165,7 +171,12 @@ def test_export_report_aggregates_parts_and_checks(qa_config: BertOnnxConfig, tm
     assert data["worst_max_abs_diff"] == pytest.approx(5e-2)
     assert data["metadata"] == {"opset": 18, "path": str(tmp_path)}
     assert data["checks"] == [
-        {"name": "generation parity", "passed": False, "detail": "tokens differ at step 3", "exported_tokens": [[0, 5, 6]]},
+        {
+            "name": "generation parity",
+            "passed": False,
+            "detail": "tokens differ at step 3",
+            "exported_tokens": [[0, 5, 6]],
+        },
         {"name": "opset", "passed": True, "detail": "18"},
     ]
 
