@@ -43,7 +43,9 @@ def installed_pairs(root: Path = REPO) -> dict[str, list[tuple[str, str]]]:
         if info.distribution not in shipped:
             continue
         config_cls = config_class(info.name)
-        families.setdefault(family_of(config_cls), []).extend((info.name, f) for f in config_cls.features)
+        families.setdefault(family_of(config_cls), []).extend(
+            (info.name, f) for f in config_cls.supported_features(info.name)
+        )
     return {family: sorted(pairs) for family, pairs in sorted(families.items())}
 
 

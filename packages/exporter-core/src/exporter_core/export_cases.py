@@ -222,7 +222,7 @@ def generate_cases(backends: Iterable[str] | None = None) -> list[ExportCase]:
     cases = []
     for info in list_architectures():
         config_cls = config_class(info.name)
-        for feature in config_cls.features:
+        for feature in config_cls.supported_features(info.name):
             cases += [ExportCase(info.name, feature, backend, family_of(config_cls)) for backend in names]
     return sorted(cases, key=lambda c: (c.backend, c.family, c.model_type, c.feature))
 
@@ -254,7 +254,7 @@ def representatives(cases: Iterable[ExportCase]) -> dict[tuple[str, str], list[E
         by_group.setdefault((case.backend, case.family), []).append(case)
     chosen: dict[tuple[str, str], list[ExportCase]] = {}
     for key, group in sorted(by_group.items()):
-        features = {mt: tuple(config_class(mt).features) for mt in sorted({c.model_type for c in group})}
+        features = {mt: tuple(config_class(mt).supported_features(mt)) for mt in sorted({c.model_type for c in group})}
         counts = {fs: sum(1 for other in features.values() if other == fs) for fs in features.values()}
         model_type = min(features, key=lambda mt: (-counts[features[mt]], mt))
         own = {c.feature: c for c in group if c.model_type == model_type}
@@ -277,11 +277,12 @@ def coverage_problems(cases: Iterable[ExportCase], backends: Iterable[str] | Non
     for info in list_architectures():
         config_cls = config_class(info.name)
         where = f"{info.name} ({config_cls.__module__}.{config_cls.__qualname__}, from {info.distribution})"
-        if not getattr(config_cls, "tiny_config", None):
+        features = config_cls.supported_features(info.name)
+        if not config_cls.tiny_sizes(info.name):
             problems.append(f"{where} declares no tiny sizes: set its `tiny_config` class attribute")
-        if not config_cls.features:
+        if not features:
             problems.append(f"{where} declares no feature")
-        for feature in config_cls.features:
+        for feature in features:
             missing = [b for b in names if (info.name, feature, b) not in covered]
             if missing:
                 problems.append(f"{where}: feature {feature!r} has no case for {', '.join(missing)}")

@@ -1,7 +1,8 @@
 """A small public test kit: tiny random-weight checkpoints built offline.
 
 Every architecture config declares its own tiny sizes (`OnnxConfig.tiny_config`, keyword arguments of
-``AutoConfig.for_model``), so a third-party architecture is built exactly like a first-party one.
+``AutoConfig.for_model``; a generic family registered for several model types derives them per type in
+`OnnxConfig.tiny_sizes`), so a third-party architecture is built exactly like a first-party one.
 `build_tiny_checkpoint("bert", "masked-lm", folder)` writes config, weights and (on request) a small WordLevel
 tokenizer or an image processor into `folder` with `save_pretrained`, so preprocessor-driven code runs with no hub.
 The export cases built on these checkpoints live in `exporter_core.export_cases`; the pytest fixtures in
@@ -46,7 +47,7 @@ def tiny_config_for(model_type: str) -> dict[str, Any]:
     config_cls = load_architecture(model_type)
     if config_cls is None:
         raise LookupError(f"no installed architecture declares model type {model_type!r} (exporter.architectures)")
-    sizes = getattr(config_cls, "tiny_config", None)
+    sizes = config_cls.tiny_sizes(model_type)
     if not sizes:
         raise LookupError(
             f"{config_cls.__module__}.{config_cls.__qualname__} ({model_type}) declares no tiny sizes; set its "
@@ -150,7 +151,7 @@ def build_tiny_checkpoint(
 ) -> Path:
     """Save a random-weight tiny model for (`model_type`, `feature`) into `folder` and return the folder.
 
-    Sizes are the architecture's `tiny_config`, then `config_overrides`. `init_std` sets every random-weight
+    Sizes are the architecture's (`tiny_config_for`), then `config_overrides`. `init_std` sets every random-weight
     standard deviation (`init_std_overrides`) unless `config_overrides` names one; None keeps Transformers' own.
     `with_image_processor` saves an image processor sized to the model's ``image_size`` (preprocessor_config.json).
     """
