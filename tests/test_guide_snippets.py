@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import onnx
 import pytest
@@ -42,7 +42,12 @@ class DistilBertOnnxConfig(OnnxConfig):
 def test_features_manager_snippet():
     distilbert_features = list(FeaturesManager.get_supported_features_for_model_type("distilbert").keys())
     assert distilbert_features == [
-        "default", "masked-lm", "sequence-classification", "multiple-choice", "token-classification", "question-answering"
+        "default",
+        "masked-lm",
+        "sequence-classification",
+        "multiple-choice",
+        "token-classification",
+        "question-answering",
     ]
 
 

@@ -76,7 +76,9 @@ def _check_report_beside_artifact(backend_cls: type[Backend], report: Any, out: 
     assert artifact.is_file()
     assert report.output == str(artifact)
     saved = json.loads((out / report_name(backend_cls.default_artifact)).read_text(encoding="utf-8"))
-    assert saved["passed"] is True and saved["backend"] == backend_cls.name and saved["format"] == backend_cls.display_name
+    assert (
+        saved["passed"] is True and saved["backend"] == backend_cls.name and saved["format"] == backend_cls.display_name
+    )
     assert saved["parts"] and all(part["outputs"] for part in saved["parts"])
     for part in saved["parts"]:
         for output in part["outputs"]:
@@ -110,6 +112,7 @@ def test_failed_validation_leaves_no_artifact(name, checkpoint, tmp_path, monkey
     def export_with_perturbed_runners(self: Backend, request: Any) -> Any:
         result = original(self, request)
         for part in result.parts:
+
             def perturbed(inputs: Any, run: Any = part.runner) -> dict[str, np.ndarray]:
                 return {key: np.asarray(value) + 0.5 for key, value in run(inputs).items()}
 

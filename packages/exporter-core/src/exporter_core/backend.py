@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import abc
 import argparse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from exporter_core.errors import InvalidArgumentError
 from exporter_core.plan import CheckResult, ExportPlan, Runner, Scenario
@@ -45,7 +46,7 @@ class ExportedPart:
     export_inputs: dict[str, list[int]] = field(default_factory=dict)
     #: The backend's own validation scenarios (static-shape backends validate at their traced shape and with
     #: padded smaller inputs); None: the plan part's scenarios.
-    scenarios: "list[Scenario] | None" = None
+    scenarios: list[Scenario] | None = None
 
 
 @dataclass
@@ -76,12 +77,12 @@ class Backend(abc.ABC):
         """Why the backend cannot run here (a run-time SDK missing), or None when it can. Must be cheap."""
         return None
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional hook: the default adds no option
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add the backend's own command-line options to its subcommand."""
 
     @classmethod
-    def subcommands(cls) -> "dict[str, Callable[[argparse.ArgumentParser], None]]":
+    def subcommands(cls) -> dict[str, Callable[[argparse.ArgumentParser], None]]:
         """Sub-actions (``exporter <backend> <name> ...``): name -> function adding its arguments and ``func``."""
         return {}
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -111,12 +112,12 @@ class OnnxConfig:
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
-    def from_model_config(cls, config: PretrainedConfig, task: str = "default") -> "OnnxConfig":
+    def from_model_config(cls, config: PretrainedConfig, task: str = "default") -> OnnxConfig:
         """Config for `task` ("default", "sequence-classification", ...) of the model `config` describes."""
         return cls(config, task=task)
 
     @classmethod
-    def for_feature(cls, config: PretrainedConfig, feature: str) -> "OnnxConfig":
+    def for_feature(cls, config: PretrainedConfig, feature: str) -> OnnxConfig:
         """Config for a feature name as the command line spells it (``causal-lm-with-past`` included)."""
         supported = cls.supported_features(str(getattr(config, "model_type", "")))
         if feature not in supported:
@@ -209,7 +210,7 @@ class OnnxConfig:
         *,
         padded: bool = False,
         seed: int = 0,
-    ) -> "OrderedDict[str, Any]":
+    ) -> OrderedDict[str, Any]:
         """Inputs in `inputs` order, from the preprocessor when given and from the model config otherwise.
 
         Dimensions of -1 take the defaults (batch 2, sequence 8 counting special tokens, 4 choices).
@@ -237,7 +238,7 @@ class OnnxConfig:
         )
         return self.ordered_inputs(self.dummy_arrays(preprocessor, spec), framework_name)
 
-    def ordered_inputs(self, arrays: Mapping[str, np.ndarray], framework: Any = "np") -> "OrderedDict[str, Any]":
+    def ordered_inputs(self, arrays: Mapping[str, np.ndarray], framework: Any = "np") -> OrderedDict[str, Any]:
         """`arrays` in `inputs` order: NumPy arrays for framework "np", torch tensors for "pt" (or None)."""
         missing = [name for name in self.inputs if name not in arrays]
         if missing:
@@ -277,7 +278,7 @@ class OnnxConfig:
 
     def generate_reference_inputs(
         self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
-    ) -> "OrderedDict[str, Any]":
+    ) -> OrderedDict[str, Any]:
         """Validation inputs: another shape than the export dummies, with padding, another seed."""
         return self.generate_dummy_inputs(
             preprocessor,
@@ -390,7 +391,7 @@ class OnnxConfig:
             orig = spec.orig_op if spec.op_wrapper is None else spec.op_wrapper(spec.orig_op)
             setattr(spec.o, spec.name, orig)
 
-    def patched_ops(self) -> "_Patched":
+    def patched_ops(self) -> _Patched:
         """Context manager applying the patching specs and restoring them in ``finally``."""
         return _Patched(self)
 
@@ -432,7 +433,7 @@ class _Patched:
 class TextEncoderOnnxConfig(OnnxConfig):
     """Encoder-only text models: a declared list of text inputs, (batch, choice, sequence) for multiple-choice."""
 
-    features = (
+    features: ClassVar[tuple[str, ...]] = (
         "default",
         "masked-lm",
         "causal-lm",
@@ -453,7 +454,6 @@ class TextEncoderOnnxConfig(OnnxConfig):
         return OrderedDict((name, dict(axes)) for name in self.input_names)
 
 
-
 class OnnxConfigWithPast(OnnxConfig):
     """Base config for decoders that can take and return past key values."""
 
@@ -468,7 +468,7 @@ class OnnxConfigWithPast(OnnxConfig):
         self.use_past = use_past
 
     @classmethod
-    def with_past(cls, config: PretrainedConfig, task: str = "default") -> "OnnxConfigWithPast":
+    def with_past(cls, config: PretrainedConfig, task: str = "default") -> OnnxConfigWithPast:
         """Config for `task` with past key values as inputs and outputs."""
         return cls(config, task=task, use_past=True)
 
@@ -489,7 +489,10 @@ class OnnxConfigWithPast(OnnxConfig):
         return self.model_view.num_attention_heads
 
     def fill_with_past_key_values_(
-        self, inputs_or_outputs: "OrderedDict[str, Mapping[int, str]]", direction: str, inverted_values_shape: bool = False
+        self,
+        inputs_or_outputs: MutableMapping[str, Any],
+        direction: str,
+        inverted_values_shape: bool = False,
     ) -> None:
         """Add ``past_key_values.{i}.key|value`` (inputs) or ``present.{i}.key|value`` (outputs) entries."""
         from exporter_core.cache import CacheLayout
@@ -522,7 +525,7 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
 
     @property
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
-        common = super().outputs
+        common = OrderedDict((name, dict(axes)) for name, axes in super().outputs.items())
         for name, axes in common.items():
             sequence_name = "encoder_sequence" if "encoder" in name else "decoder_sequence"
             for idx, axis in list(axes.items()):
@@ -531,7 +534,10 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         return common
 
     def fill_with_past_key_values_(
-        self, inputs_or_outputs: "OrderedDict[str, Mapping[int, str]]", direction: str, inverted_values_shape: bool = False
+        self,
+        inputs_or_outputs: MutableMapping[str, Any],
+        direction: str,
+        inverted_values_shape: bool = False,
     ) -> None:
         from exporter_core.cache import CacheLayout
 
@@ -540,6 +546,7 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         _, decoder_layers = self.num_layers
         layout = CacheLayout.uniform(decoder_layers, 1, 1, cross_attention=True)
         entries = layout.past_inputs() if direction == "inputs" else layout.present_outputs()
-        for name, axes in entries.items():
+        for name in entries:
             # The old exporter named the decoder axis the same way in both directions.
-            inputs_or_outputs[name] = {0: "batch", 2: "past_encoder_sequence" if ".encoder." in name else "past_decoder_sequence"}
+            axis = "past_encoder_sequence" if ".encoder." in name else "past_decoder_sequence"
+            inputs_or_outputs[name] = {0: "batch", 2: axis}

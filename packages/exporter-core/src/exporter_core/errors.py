@@ -6,7 +6,7 @@ A failed validation (`ValidationError`) exits 1. Anything else escaping a comman
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 __all__ = [
     "BackendNotInstalledError",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import keyword
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,12 +43,14 @@ def _module_class(names: tuple[str, ...]) -> type:
         return cached
     arguments = [argument_name(name) for name in names]
     if len(set(arguments)) != len(arguments):
-        raise ValueError(f"input names {list(names)} give clashing argument names {arguments}; rename them in the config")
+        raise ValueError(
+            f"input names {list(names)} give clashing argument names {arguments}; rename them in the config"
+        )
     params = ", ".join(arguments)
-    packed = ", ".join(f"{n!r}: {a}" for n, a in zip(names, arguments))
+    packed = ", ".join(f"{n!r}: {a}" for n, a in zip(names, arguments, strict=True))
     namespace: dict[str, Any] = {}
     # A generated signature is the one way to give forward named parameters that vary per config.
-    exec(f"def forward(self, {params}):\n    return self._run({{{packed}}})\n", namespace)  # noqa: S102
+    exec(f"def forward(self, {params}):\n    return self._run({{{packed}}})\n", namespace)
 
     class ExportModule(torch.nn.Module):
         """Calls the wrapped model with named inputs and returns the config's outputs as a tuple."""
@@ -64,12 +67,12 @@ def _module_class(names: tuple[str, ...]) -> type:
             kwargs = self.export_config.model_kwargs(inputs)
             return self.export_config.select_outputs(self.model(**kwargs))
 
-        def train(self, mode: bool = True) -> "ExportModule":
+        def train(self, mode: bool = True) -> ExportModule:
             # The wrapper never changes the wrapped model's mode.
             self.training = mode
             return self
 
-    ExportModule.forward = namespace["forward"]  # type: ignore[method-assign]
+    ExportModule.forward = namespace["forward"]
     _modules_by_signature[names] = ExportModule
     return ExportModule
 
@@ -149,10 +152,12 @@ def untied_copy(model: torch.nn.Module) -> torch.nn.Module:
 
     clone = copy.deepcopy(model)
     seen: set[int] = set()
-    for module_name, module in list(clone.named_modules(remove_duplicate=False)):
+    for _, module in list(clone.named_modules(remove_duplicate=False)):
         for param_name, param in list(module.named_parameters(recurse=False)):
             if id(param) in seen:
-                setattr(module, param_name, torch.nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad))
+                setattr(
+                    module, param_name, torch.nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
+                )
             else:
                 seen.add(id(param))
     return clone

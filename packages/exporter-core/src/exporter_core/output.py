@@ -23,7 +23,9 @@ def ensure_writable_folder(folder: Path) -> Path:
     except FileExistsError:
         raise OutputNotWritableError(f"{folder} exists and is not a folder; choose another output path") from None
     except OSError as exc:
-        raise OutputNotWritableError(f"cannot create output folder {folder} ({exc.strerror}); choose a writable path") from None
+        raise OutputNotWritableError(
+            f"cannot create output folder {folder} ({exc.strerror}); choose a writable path"
+        ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputNotWritableError(f"output folder {folder} is not writable; choose a writable path")
     return folder
@@ -37,7 +39,9 @@ class StagedOutput:
         try:
             self.path = Path(tempfile.mkdtemp(prefix=".exporter-", suffix=".partial", dir=self.destination))
         except OSError as exc:
-            raise OutputNotWritableError(f"cannot write into {self.destination} ({exc.strerror}); choose a writable path") from None
+            raise OutputNotWritableError(
+                f"cannot write into {self.destination} ({exc.strerror}); choose a writable path"
+            ) from None
         self._done = False
 
     def commit(self, names: list[str] | None = None) -> list[Path]:
@@ -60,7 +64,7 @@ class StagedOutput:
         shutil.rmtree(self.path, ignore_errors=True)
         self._done = True
 
-    def __enter__(self) -> "StagedOutput":
+    def __enter__(self) -> StagedOutput:
         return self
 
     def __exit__(

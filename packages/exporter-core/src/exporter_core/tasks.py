@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
-__all__ = ["AUTO_CLASS_FOR_FEATURE", "COMMON_OUTPUTS", "AVAILABLE_FEATURES", "feature_to_task", "is_with_past"]
+__all__ = ["AUTO_CLASS_FOR_FEATURE", "AVAILABLE_FEATURES", "COMMON_OUTPUTS", "feature_to_task", "is_with_past"]
 
 #: Feature (without ``-with-past``) -> the Transformers Auto class that loads a model for it.
 AUTO_CLASS_FOR_FEATURE: Mapping[str, str] = MappingProxyType(
@@ -32,7 +32,7 @@ AUTO_CLASS_FOR_FEATURE: Mapping[str, str] = MappingProxyType(
 _SEQ = {0: "batch", 1: "sequence"}
 
 #: Task -> ordered outputs with their dynamic axes (the old `_tasks_to_common_outputs`).
-COMMON_OUTPUTS: Mapping[str, "OrderedDict[str, dict[int, str]]"] = MappingProxyType(
+COMMON_OUTPUTS: Mapping[str, OrderedDict[str, dict[int, str]]] = MappingProxyType(
     {
         "causal-lm": OrderedDict({"logits": dict(_SEQ)}),
         "default": OrderedDict({"last_hidden_state": dict(_SEQ)}),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
 from exporter_core.errors import InvalidArgumentError
@@ -45,7 +46,9 @@ class OnnxBackend(Backend):
         """``opset`` (an int or None: the architecture's) and ``engine`` (auto, dynamo, torchscript)."""
         unknown = sorted(set(options) - {"opset", "engine"})
         if unknown:
-            raise InvalidArgumentError(f"the onnx backend has no option {', '.join(map(repr, unknown))}; its options are opset, engine")
+            raise InvalidArgumentError(
+                f"the onnx backend has no option {', '.join(map(repr, unknown))}; its options are opset, engine"
+            )
         opset = options.get("opset")
         if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
             raise InvalidArgumentError(f"opset must be an integer, got {opset!r}")

@@ -13,9 +13,10 @@ import itertools
 import logging
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError
 from exporter_core.modeling import argument_name, export_module, prepared_for_export
@@ -52,9 +53,13 @@ def choose_engine(opset: int, engine: str = "auto") -> str:
     if engine == "auto":
         return "dynamo" if opset >= DYNAMO_MIN_OPSET else "torchscript"
     if engine == "dynamo" and opset < DYNAMO_MIN_OPSET:
-        raise OpsetError(f"the dynamo engine writes opset {DYNAMO_MIN_OPSET} or higher; use --engine torchscript for opset {opset}")
+        raise OpsetError(
+            f"the dynamo engine writes opset {DYNAMO_MIN_OPSET} or higher; use --engine torchscript for opset {opset}"
+        )
     if engine == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
-        raise OpsetError(f"the torchscript engine writes opset {TORCHSCRIPT_MAX_OPSET} at most; use --engine dynamo for opset {opset}")
+        raise OpsetError(
+            f"the torchscript engine writes opset {TORCHSCRIPT_MAX_OPSET} at most; use --engine dynamo for opset {opset}"
+        )
     return engine
 
 
@@ -126,7 +131,7 @@ def _quiet_exporter() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(noisy, levels):
+        for lg, level in zip(noisy, levels, strict=True):
             lg.setLevel(level)
 
 
@@ -242,7 +247,9 @@ def export_onnx(
     config.check_opset(opset)
     highest = max_opset()
     if opset > highest:
-        raise OpsetError(f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); pass --opset {highest} or lower")
+        raise OpsetError(
+            f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); pass --opset {highest} or lower"
+        )
     chosen = choose_engine(opset, engine)
     path = Path(path)
     dummy = _on_device(config.generate_dummy_inputs(preprocessor, framework="pt"), _model_device(model))
@@ -260,7 +267,9 @@ def export_onnx(
                 fallback_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
                 logger.warning("dynamo engine failed (%s); exporting with the torchscript engine", fallback_reason)
                 if opset > TORCHSCRIPT_MAX_OPSET:
-                    raise ExportError(f"the dynamo engine failed ({fallback_reason}) and opset {opset} is above the torchscript engine's {TORCHSCRIPT_MAX_OPSET}") from exc
+                    raise ExportError(
+                        f"the dynamo engine failed ({fallback_reason}) and opset {opset} is above the torchscript engine's {TORCHSCRIPT_MAX_OPSET}"
+                    ) from exc
                 chosen = "torchscript"
             else:
                 _strip_debug_metadata(program)
@@ -278,9 +287,7 @@ def export_onnx(
         raise ExportError(f"asked for opset {opset} but the {chosen} engine wrote opset {written_opset}")
     onnx.checker.check_model(str(path))
     graph_inputs = [i.name for i in written.graph.input]
-    external = external or any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer
-    )
+    external = external or any(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer)
     files = sorted(p.name for p in path.parent.iterdir() if p.is_file())
     return OnnxExportInfo(
         path=path,

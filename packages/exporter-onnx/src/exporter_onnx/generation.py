@@ -7,8 +7,8 @@ the loop and the parity checks are core's, shared with every backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from exporter_core.architectures.seq2seq import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 from exporter_core.cache import CacheLayout, LayerCache
@@ -49,7 +49,9 @@ class Seq2SeqOnnxGenerator(Seq2SeqGenerator):
     """Greedy decoding over ``encoder_model.onnx``, ``decoder_model.onnx`` and ``decoder_with_past_model.onnx``."""
 
     @classmethod
-    def from_folder(cls, folder: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> "Seq2SeqOnnxGenerator":
+    def from_folder(
+        cls, folder: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)
+    ) -> Seq2SeqOnnxGenerator:
         """Load the three files from `folder`."""
         folder = Path(folder)
         names = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)

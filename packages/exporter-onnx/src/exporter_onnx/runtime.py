@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -41,4 +41,4 @@ class OnnxRuntimeRunner:
             value = np.asarray(inputs[name])
             wanted = self._types.get(name)
             feed[name] = value.astype(wanted) if wanted is not None and value.dtype != wanted else value
-        return dict(zip(self.output_names, self.session.run(None, feed)))
+        return dict(zip(self.output_names, self.session.run(None, feed), strict=True))

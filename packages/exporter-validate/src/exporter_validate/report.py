@@ -100,9 +100,13 @@ class ValidationReport:
             if check.missing:
                 messages.append(f'output "{check.name}" is missing from the exported model')
             elif not check.shape_ok:
-                messages.append(f'output "{check.name}": shape {tuple(check.exported_shape or ())} doesn\'t match {tuple(check.reference_shape or ())}')
+                messages.append(
+                    f'output "{check.name}": shape {tuple(check.exported_shape or ())} doesn\'t match {tuple(check.reference_shape or ())}'
+                )
             elif not check.values_ok:
-                messages.append(f'output "{check.name}": max abs difference {check.max_abs_diff:.3e} exceeds atol {check.atol:g}')
+                messages.append(
+                    f'output "{check.name}": max abs difference {check.max_abs_diff:.3e} exceeds atol {check.atol:g}'
+                )
         return messages
 
     @property
@@ -196,7 +200,7 @@ class ExportReport:
     @property
     def failures(self) -> list[str]:
         """Every failing item of every part, then failing checks."""
-        messages = []
+        messages: list[str] = []
         for part in self.parts:
             label = " ".join(x for x in (part.artifact, f"[{part.part}]" if part.part else None) if x)
             prefix = f"{label}: " if label and len(self.parts) > 1 else ""

@@ -14,7 +14,7 @@ from exporter_core.plugins import list_architectures, load_architecture
 def _class_names() -> dict[str, str]:
     names: dict[str, str] = {}
     for info in list_architectures():
-        module, _, attr = info.target.partition(":")
+        _, _, attr = info.target.partition(":")
         names.setdefault(attr, info.name)
     return names
 
@@ -22,7 +22,9 @@ def _class_names() -> dict[str, str]:
 def __getattr__(name: str) -> Any:
     model_type = _class_names().get(name)
     if model_type is None:
-        raise AttributeError(f"module 'exporter.configs' has no config {name!r} (installed: {', '.join(sorted(_class_names()))})")
+        raise AttributeError(
+            f"module 'exporter.configs' has no config {name!r} (installed: {', '.join(sorted(_class_names()))})"
+        )
     cls = load_architecture(model_type)
     if cls is None:  # pragma: no cover - listed a moment ago
         raise AttributeError(f"config {name!r} was uninstalled while loading")

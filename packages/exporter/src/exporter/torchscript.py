@@ -1,11 +1,11 @@
 """TorchScript from Python: ``exporter.torchscript.export(...)``, plus the guide's trace, save, load and call.
 
-    from exporter.torchscript import export, load
-    report = export("path/to/checkpoint", "out/", sequence_length=128)   # out/model.pt, validated
-    model = load("out/model.pt")                                         # pads shorter inputs, refuses larger
+from exporter.torchscript import export, load
+report = export("path/to/checkpoint", "out/", sequence_length=128)   # out/model.pt, validated
+model = load("out/model.pt")                                         # pads shorter inputs, refuses larger
 
-    from exporter.torchscript import trace                               # the guide's torch.jit.trace line
-    traced_model = trace(model, [tokens_tensor, segments_tensors])
+from exporter.torchscript import trace                               # the guide's torch.jit.trace line
+traced_model = trace(model, [tokens_tensor, segments_tensors])
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ __all__ = [
     "IBertOnnxConfig",
     "LayoutLMOnnxConfig",
     "MobileBertOnnxConfig",
-    "RobertaOnnxConfig",
     "RoFormerOnnxConfig",
+    "RobertaOnnxConfig",
     "SqueezeBertOnnxConfig",
     "XLMOnnxConfig",
     "XLMRobertaOnnxConfig",
@@ -38,8 +38,14 @@ _IDS_AND_MASK = ("input_ids", "attention_mask")
 
 
 #: Tiny sizes shared by the BERT-like encoders (the classic test sizes; vocabulary 99).
-_TINY_TEXT = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "intermediate_size": 37, "max_position_embeddings": 64}
+_TINY_TEXT = {
+    "vocab_size": 99,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+}
 
 
 class BertOnnxConfig(TextEncoderOnnxConfig):
@@ -143,8 +149,17 @@ class SqueezeBertOnnxConfig(TextEncoderOnnxConfig):
 
     features = _NO_CAUSAL_LM
 
-    tiny_config = {**_TINY_TEXT, "intermediate_size": 32, "embedding_size": 32, "q_groups": 2, "k_groups": 2,
-                   "v_groups": 2, "post_attention_groups": 2, "intermediate_groups": 2, "output_groups": 2}
+    tiny_config = {
+        **_TINY_TEXT,
+        "intermediate_size": 32,
+        "embedding_size": 32,
+        "q_groups": 2,
+        "k_groups": 2,
+        "v_groups": 2,
+        "post_attention_groups": 2,
+        "intermediate_groups": 2,
+        "output_groups": 2,
+    }
 
 
 class DistilBertOnnxConfig(TextEncoderOnnxConfig):
@@ -153,8 +168,14 @@ class DistilBertOnnxConfig(TextEncoderOnnxConfig):
     features = _NO_CAUSAL_LM
     input_names = _IDS_AND_MASK
 
-    tiny_config = {"vocab_size": 99, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37,
-                   "max_position_embeddings": 64}
+    tiny_config = {
+        "vocab_size": 99,
+        "dim": 32,
+        "n_layers": 2,
+        "n_heads": 4,
+        "hidden_dim": 37,
+        "max_position_embeddings": 64,
+    }
 
 
 class Data2VecTextOnnxConfig(DistilBertOnnxConfig):

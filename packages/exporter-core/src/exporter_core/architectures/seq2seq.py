@@ -27,7 +27,8 @@ graph), so the old ``export()`` call keeps working. Transformers 5 takes and ret
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -76,7 +77,7 @@ _HEAD_FEATURES = ("sequence-classification", "question-answering")
 _DECODING_TASKS = ("default", "seq2seq-lm")
 
 
-def _decoder_sized(task: str) -> "OrderedDict[str, dict[int, str]]":
+def _decoder_sized(task: str) -> OrderedDict[str, dict[int, str]]:
     """The task's outputs with their sequence axes renamed to the decoder's."""
     outputs = OrderedDict((name, dict(axes)) for name, axes in COMMON_OUTPUTS[task].items())
     for axes in outputs.values():
@@ -169,7 +170,10 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         return common
 
     def fill_with_past_key_values_(
-        self, inputs_or_outputs: "OrderedDict[str, Mapping[int, str]]", direction: str, inverted_values_shape: bool = False
+        self,
+        inputs_or_outputs: MutableMapping[str, Any],
+        direction: str,
+        inverted_values_shape: bool = False,
     ) -> None:
         """Add ``past_key_values.{i}.decoder|encoder.key|value`` (inputs) or ``present.*`` (outputs) entries."""
         if direction not in ("inputs", "outputs"):
@@ -247,23 +251,34 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         padded: bool = True,
         seed: int = 1,
         framework: Any = "np",
-    ) -> "OrderedDict[str, Any]":
+    ) -> OrderedDict[str, Any]:
         """Inputs at explicit lengths (encoder rows right-padded when `padded`), in `inputs` order."""
         spec = dummy_inputs.DummySpec(
-            batch_size=batch_size, sequence_length=encoder_length, padded=padded, padding_side=self.padding_side, seed=seed
+            batch_size=batch_size,
+            sequence_length=encoder_length,
+            padded=padded,
+            padding_side=self.padding_side,
+            seed=seed,
         )
         arrays = self.dummy_arrays(preprocessor, spec, decoder_length=decoder_length, past_length=past_length)
         return self.ordered_inputs(arrays, framework)
 
     def generate_reference_inputs(
         self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
-    ) -> "OrderedDict[str, Any]":
+    ) -> OrderedDict[str, Any]:
         """Batch 3, encoder 9 with padding; with past one new decoder token over a past of 4 (traced: 2 over 11)."""
         if self.use_past and self.is_decoding_task:
             return self.generate_inputs(
-                preprocessor, batch_size=batch_size, encoder_length=seq_length, decoder_length=1, past_length=4, framework=framework
+                preprocessor,
+                batch_size=batch_size,
+                encoder_length=seq_length,
+                decoder_length=1,
+                past_length=4,
+                framework=framework,
             )
-        return super().generate_reference_inputs(preprocessor, batch_size=batch_size, seq_length=seq_length, framework=framework)
+        return super().generate_reference_inputs(
+            preprocessor, batch_size=batch_size, seq_length=seq_length, framework=framework
+        )
 
     # -- how the model is called ----------------------------------------------------------------------------
     def make_cache(self, inputs: Mapping[str, Any] | None = None, *, cross: bool = True) -> Any:
@@ -287,11 +302,25 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         if not (self.use_past and self.is_decoding_task):
             return super().export_plan(model, preprocessor)
         encoder = self.encoder_config()
-        parts = [PlanPart("encoder", ENCODER_FILE, encoder, encoder.module_of(model), encoder.validation_scenarios(preprocessor))]
-        for name, artifact, with_past in (("decoder", DECODER_FILE, False), ("decoder_with_past", DECODER_WITH_PAST_FILE, True)):
+        parts = [
+            PlanPart(
+                "encoder", ENCODER_FILE, encoder, encoder.module_of(model), encoder.validation_scenarios(preprocessor)
+            )
+        ]
+        for name, artifact, with_past in (
+            ("decoder", DECODER_FILE, False),
+            ("decoder_with_past", DECODER_WITH_PAST_FILE, True),
+        ):
             decoder = self.decoder_config(with_past=with_past)
             parts.append(
-                PlanPart(name, artifact, decoder, decoder.module_of(model), decoder.validation_scenarios(preprocessor), self.layout)
+                PlanPart(
+                    name,
+                    artifact,
+                    decoder,
+                    decoder.module_of(model),
+                    decoder.validation_scenarios(preprocessor),
+                    self.layout,
+                )
             )
         return ExportPlan(
             model_type=self.model_view.model_type,
@@ -317,11 +346,11 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         return [PlanCheck("generation parity", parity)]
 
     # -- the graphs a runtime drives ----------------------------------------------------------------------
-    def encoder_config(self) -> "Seq2SeqEncoderOnnxConfig":
+    def encoder_config(self) -> Seq2SeqEncoderOnnxConfig:
         """The part config of the encoder alone (``encoder_model.onnx``)."""
         return Seq2SeqEncoderOnnxConfig(self)
 
-    def decoder_config(self, *, with_past: bool) -> "Seq2SeqDecoderOnnxConfig":
+    def decoder_config(self, *, with_past: bool) -> Seq2SeqDecoderOnnxConfig:
         """The part config of one decoder step: the first (no past) or a later one (with past)."""
         if not self.is_decoding_task:
             raise TypeError(f"task {self.task!r} has no decoder a runtime drives; only default and seq2seq-lm do")
@@ -421,15 +450,28 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
         """The reference inputs, then other batch sizes, decoder lengths and past lengths (an empty past included)."""
         from exporter_core.plan import Scenario
 
-        scenarios = [Scenario("batch 3, encoder 9 padded, 1 decoder token", self.generate_reference_inputs(preprocessor))]
+        scenarios = [
+            Scenario("batch 3, encoder 9 padded, 1 decoder token", self.generate_reference_inputs(preprocessor))
+        ]
         if self.use_past:
             shapes: list[tuple[str, dict[str, Any]]] = [
-                ("batch 1, 1 token over a past of 1", dict(batch_size=1, encoder_length=5, decoder_length=1, past_length=1, padded=False)),
-                ("batch 4, 3 tokens over a past of 23, padded encoder", dict(batch_size=4, encoder_length=12, decoder_length=3, past_length=23)),
+                (
+                    "batch 1, 1 token over a past of 1",
+                    dict(batch_size=1, encoder_length=5, decoder_length=1, past_length=1, padded=False),
+                ),
+                (
+                    "batch 4, 3 tokens over a past of 23, padded encoder",
+                    dict(batch_size=4, encoder_length=12, decoder_length=3, past_length=23),
+                ),
                 ("batch 2, empty past", dict(batch_size=2, encoder_length=7, decoder_length=2, past_length=0)),
             ]
         else:
-            shapes = [("batch 1, 7 decoder tokens over 4 encoder tokens", dict(batch_size=1, encoder_length=4, decoder_length=7, padded=False))]
+            shapes = [
+                (
+                    "batch 1, 7 decoder tokens over 4 encoder tokens",
+                    dict(batch_size=1, encoder_length=4, decoder_length=7, padded=False),
+                )
+            ]
         for label, shape in shapes:
             scenarios.append(Scenario(label, self.generate_inputs(preprocessor, seed=7, framework="np", **shape)))
         return scenarios
@@ -445,11 +487,17 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
         """Decoder ids, an encoder mask (right-padded when `spec.padded`), and an encoder output or past tensors."""
         parent = self.parent
         if decoder_length is None:
-            decoder_length = parent.traced_new_tokens if self.use_past else max(2, spec.sequence_length - parent.decoder_length_offset)
+            decoder_length = (
+                parent.traced_new_tokens
+                if self.use_past
+                else max(2, spec.sequence_length - parent.decoder_length_offset)
+            )
         if past_length is None:
             past_length = spec.sequence_length + parent.past_length_offset
         encoder_length = spec.sequence_length
-        mask = dummy_inputs.padding_mask(dummy_inputs.row_lengths(spec.batch_size, encoder_length, spec.padded), encoder_length, "right")
+        mask = dummy_inputs.padding_mask(
+            dummy_inputs.row_lengths(spec.batch_size, encoder_length, spec.padded), encoder_length, "right"
+        )
         arrays = {
             "input_ids": parent.decoder_ids(spec.batch_size, decoder_length, spec.seed, starts=not self.use_past),
             "encoder_attention_mask": mask,
@@ -473,7 +521,7 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
         padded: bool = True,
         seed: int = 1,
         framework: Any = "np",
-    ) -> "OrderedDict[str, Any]":
+    ) -> OrderedDict[str, Any]:
         """Inputs at explicit lengths (`past_length` 0: an empty past), the encoder mask right-padded when `padded`."""
         spec = dummy_inputs.DummySpec(batch_size=batch_size, sequence_length=encoder_length, padded=padded, seed=seed)
         arrays = self.dummy_arrays(preprocessor, spec, decoder_length=decoder_length, past_length=past_length)
@@ -481,7 +529,7 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
 
     def generate_reference_inputs(
         self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
-    ) -> "OrderedDict[str, Any]":
+    ) -> OrderedDict[str, Any]:
         """Batch 3, encoder 9 with padding, one decoder token (as in generation); with past a past of 4 (traced: 11)."""
         return self.generate_inputs(
             preprocessor,
@@ -523,7 +571,9 @@ class _BartFamilyOnnxConfig(CausalLMFromDecoderMixin, Seq2SeqOnnxConfig):
     numbers of them: dummies for the heads carry exactly one, on each row's last real token.
     """
 
-    features = _SEQ2SEQ_FEATURES[:2] + _CAUSAL_FEATURES + _SEQ2SEQ_FEATURES[2:] + _HEAD_FEATURES
+    features: ClassVar[tuple[str, ...]] = (
+        _SEQ2SEQ_FEATURES[:2] + _CAUSAL_FEATURES + _SEQ2SEQ_FEATURES[2:] + _HEAD_FEATURES
+    )
 
     def encoder_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
         arrays = super().encoder_arrays(preprocessor, spec)
@@ -548,10 +598,21 @@ def _filler_token(view: ModelConfigView, eos: int) -> int:
 
 
 #: Tiny sizes shared by the BART-like encoder-decoders (vocabulary 99; pad 1, bos 0, eos 2, decoder start 2).
-_TINY_SEQ2SEQ = {"vocab_size": 99, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2,
-                 "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 37,
-                 "decoder_ffn_dim": 37, "max_position_embeddings": 64, "pad_token_id": 1, "bos_token_id": 0,
-                 "eos_token_id": 2, "decoder_start_token_id": 2}
+_TINY_SEQ2SEQ = {
+    "vocab_size": 99,
+    "d_model": 32,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 37,
+    "decoder_ffn_dim": 37,
+    "max_position_embeddings": 64,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 2,
+}
 
 
 class BartOnnxConfig(_BartFamilyOnnxConfig):
@@ -616,5 +677,14 @@ class T5OnnxConfig(Seq2SeqOnnxConfig):
 
     export_attn_implementation = "eager"
 
-    tiny_config = {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4,
-                   "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
+    tiny_config = {
+        "vocab_size": 99,
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 37,
+        "num_layers": 2,
+        "num_heads": 4,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+    }

@@ -10,7 +10,8 @@ accepts any batch size and the one image size the model was built for, which the
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,7 +39,9 @@ def image_size_of(model_config: Any) -> tuple[int, int]:
     size = ModelConfigView(model_config).image_size
     if size is None:
         found = getattr(model_config, "image_size", None)
-        raise AttributeError(f"{type(model_config).__name__} has no usable image_size ({found!r}); override `dummy_arrays`")
+        raise AttributeError(
+            f"{type(model_config).__name__} has no usable image_size ({found!r}); override `dummy_arrays`"
+        )
     return size
 
 
@@ -77,8 +80,15 @@ class VisionOnnxConfig(OnnxConfig):
 
 
 #: Tiny sizes shared by the vision transformers (30x30 images in 2x2 patches).
-_TINY_VISION = {"image_size": 30, "patch_size": 2, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "intermediate_size": 37}
+_TINY_VISION = {
+    "image_size": 30,
+    "patch_size": 2,
+    "num_channels": 3,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+}
 
 
 class ViTOnnxConfig(VisionOnnxConfig):
@@ -129,7 +139,7 @@ class PerceiverOnnxConfig(OnnxConfig):
 
     @property
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
-        common = super().outputs
+        common = OrderedDict((name, dict(axes)) for name, axes in super().outputs.items())
         if self.task == "masked-lm":
             # The decoder answers one query per position embedding (max_position_embeddings of them),
             # whatever the input length: axis 1 is fixed, not the input's sequence.
@@ -140,9 +150,21 @@ class PerceiverOnnxConfig(OnnxConfig):
         if not self.is_text:
             return {"inputs": _pixel_values(self._config, preprocessor, spec)}
         tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
-        arrays = dummy_inputs.text_arrays(self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer)
+        arrays = dummy_inputs.text_arrays(
+            self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer
+        )
         return {"inputs": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
 
-    tiny_config = {"num_latents": 8, "d_latents": 32, "d_model": 32, "num_blocks": 1,
-                   "num_self_attends_per_block": 2, "num_self_attention_heads": 4, "num_cross_attention_heads": 4,
-                   "vocab_size": 262, "max_position_embeddings": 64, "image_size": 30, "num_labels": 3}
+    tiny_config = {
+        "num_latents": 8,
+        "d_latents": 32,
+        "d_model": 32,
+        "num_blocks": 1,
+        "num_self_attends_per_block": 2,
+        "num_self_attention_heads": 4,
+        "num_cross_attention_heads": 4,
+        "vocab_size": 262,
+        "max_position_embeddings": 64,
+        "image_size": 30,
+        "num_labels": 3,
+    }
