@@ -294,7 +294,11 @@ def test_costly():
 """
 
 
-def test_the_plugin_runs_representatives_by_default_and_every_case_in_the_matrix(pytester: pytest.Pytester) -> None:
+def test_the_plugin_runs_representatives_by_default_and_every_case_in_the_matrix(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inner run (same process) sees one installed backend, "fake", whose exports the fake cache answers.
+    monkeypatch.setattr(plugins, "list_backends", lambda: [plugins.PluginInfo("fake", "fake:Backend", "fake", "1")])
     pytester.makeconftest(_PLUGIN_CONFTEST)
     pytester.makepyfile(test_generated=_PLUGIN_TESTS)
     families = {c.family for c in generate_cases(["fake"])}
@@ -319,3 +323,10 @@ def test_a_tiny_model_that_cannot_serve_the_feature_is_a_refusal(
     # GPT-Neo's tiny sizes set no pad_token_id, which sequence-classification needs: refused before any export.
     outcome = ArtifactCache(tmp_path).outcome(ExportCase("gpt_neo", "sequence-classification", "b", "decoders"))
     assert outcome.refused and "pad_token_id" in (outcome.reason or "") and calls == []
+
+
+def test_a_module_marked_for_a_backend_that_is_not_installed_skips_its_cases(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_generated=_PLUGIN_TESTS.replace('"fake"', '"not-installed"'))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-q", "-rs")
+    result.assert_outcomes(skipped=1, deselected=1)
+    result.stdout.fnmatch_lines(["*no export case: backend not-installed is not installed*"])

@@ -1,4 +1,4 @@
-"""The test kit as a pytest plugin (entry point ``pytest11: exporter``, installed with exporter-core's ``test`` extra).
+"""The test kit as a pytest plugin: exporter-core's ``pytest11`` entry point ``exporter`` (pytest: its ``test`` extra).
 
 Fixtures:
 
@@ -86,11 +86,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "export_case" not in metafunc.fixturenames:
         return
     from exporter_core.export_cases import generate_cases, representatives
+    from exporter_core.plugins import list_backends
 
     names = [name for marker in metafunc.definition.iter_markers("exporter_backend") for name in marker.args]
-    cases = generate_cases(names or None)
-    if names:
-        cases = [c for c in cases if c.backend in names]
+    installed = [info.name for info in list_backends()]
+    cases = generate_cases([n for n in names if n in installed] if names else installed)
     groups: list[list[ExportCase]]
     if _matrix(metafunc.config):
         groups, ids = [[case] for case in cases], [case.id for case in cases]
