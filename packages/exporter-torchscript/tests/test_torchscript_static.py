@@ -98,3 +98,44 @@ def test_the_worker_loads_with_the_injected_loader_and_a_bad_loader_is_reported(
         ExportError, match=r"(?s)the Test loader process died; its last words: .*no attribute 'no_such_loader'"
     ):
         runner({})
+
+
+class _PythonFunction(torch.autograd.Function):
+    """An autograd function: a trace records it as a Python call, which TorchScript cannot save."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 2
+
+
+class _Doubled(torch.nn.Module):
+    """Runs a module and doubles its outputs through `_PythonFunction`."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(_PythonFunction.apply(x) for x in self.inner(*inputs))
+
+
+def test_a_trace_torchscript_cannot_save_is_one_line_naming_the_model(tmp_path: Path):
+    from exporter_torchscript.static import save_module
+
+    model, config = _model_and_config("bert")
+
+    def trace_with_python_call(module: Any, inputs: tuple[Any, ...]) -> Any:
+        return torch.jit.trace(_Doubled(module), inputs, check_trace=False)
+
+    traced = trace_static(
+        model, config, Tracer("torch.jit.trace", trace_with_python_call), batch_size=1, sequence_length=4
+    )
+    with pytest.raises(
+        ExportError,
+        match=r"torch\.jit\.save could not save the traced BertModel: RuntimeError: Could not export Python function",
+    ):
+        save_module(traced.module, traced.contract, tmp_path / "model.pt")

@@ -240,7 +240,12 @@ def save_module(
     path = Path(path)
     text = contract.to_json()
     with without_jit_deprecation():
-        torch.jit.save(module, str(path), _extra_files={**dict(extra_files or {}), EXTRA_FILE: text})
+        try:
+            torch.jit.save(module, str(path), _extra_files={**dict(extra_files or {}), EXTRA_FILE: text})
+        except RuntimeError as exc:  # a trace that holds what TorchScript cannot serialise (a Python autograd.Function)
+            raise ExportError(
+                f"torch.jit.save could not save the traced {contract.model_class or 'model'}: {first_line(exc)}"
+            ) from exc
     side_path, side_text = side_car if side_car is not None else (metadata_path(path), text)
     side_path.write_text(side_text, encoding="utf-8")
     return [path.name, side_path.name]
