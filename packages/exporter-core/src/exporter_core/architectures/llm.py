@@ -1,0 +1,204 @@
+"""Today's decoder-only language models (Llama, Mistral, Qwen, Phi, Gemma, OLMo, ...): one family for many model types.
+
+Transformers 5 writes these decoders alike: token ids and an attention mask in, a cache object of per-layer keys
+and values, one attention interface. So one config (`LLMOnnxConfig`, the decoder family's inputs, outputs,
+scenarios and generation check) serves every model type it is registered for, one entry point per type, and
+reads what differs between types from Transformers itself:
+
+- the features: ``default`` and ``causal-lm``, with past where the config has a cache (``use_cache``), and
+  the sequence-classification, token-classification and question-answering heads the Auto mappings name;
+- the tiny test sizes: the model type's own config fields, shrunk (`tiny_sizes`); a field the class lacks is
+  never set, so nothing spurious reaches the config (an extra ``num_key_value_heads`` would change the cache);
+- refusals, before export, for what the past key/value layout cannot carry: the convolution state of hybrid
+  layers (LFM2's short convolutions).
+
+Mixture-of-experts layers are captured with Transformers' ``batched_mm`` experts implementation (switched on for
+the export only, like ``use_cache``): the same sums as the model's own routing without its data-dependent shapes.
+
+Sliding-window layers keep every token in the exported cache: the window is applied by the attention mask, as
+the model does for a cache that keeps every token, so each layer's past grows like the others' and a caller
+feeds ``present.*`` back unchanged; the reference PyTorch run takes the same full-length cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from exporter_core.architectures.decoders import DecoderOnnxConfig
+from exporter_core.config import PatchingSpec
+from exporter_core.errors import OpsetError, UnsupportedFeatureError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig
+
+__all__ = ["HEAD_MAPPINGS", "TINY_FIELDS", "LLMFromOpset18OnnxConfig", "LLMOnnxConfig", "model_config_fields"]
+
+#: Feature -> the name of the Auto mapping (``transformers.models.auto.modeling_auto``) listing the types with it.
+HEAD_MAPPINGS: Mapping[str, str] = {
+    "default": "MODEL_MAPPING_NAMES",
+    "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+}
+
+#: Tiny test values, each set under every one of its names the config class has as a field of its own.
+TINY_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("vocab_size",), 99),
+    (("hidden_size", "n_embd", "d_model"), 32),
+    (("num_hidden_layers", "n_layer", "n_layers", "num_layers"), 2),
+    (("num_attention_heads", "n_head", "n_heads", "attention_heads"), 4),
+    (("num_key_value_heads", "num_kv_heads"), 2),
+    (("head_dim", "kv_channels"), 8),
+    (("rotary_dim",), 4),
+    (("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"), 37),
+    (("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx"), 64),
+    (("num_local_experts", "num_experts", "n_routed_experts"), 4),
+    (("num_experts_per_tok",), 2),
+    (("pad_token_id",), 0),
+    (("bos_token_id",), 1),
+    (("eos_token_id",), 2),
+)
+
+#: Tokens a sliding-window layer of a tiny model sees: fewer than the validated and generated lengths, so
+#: validation and the generation check cover tokens falling out of the window.
+TINY_SLIDING_WINDOW = 4
+
+#: Per model type, tiny sizes that differ from the derived ones (each with its reason).
+_TINY_OVERRIDES: Mapping[str, Mapping[str, Any]] = {
+    # Real LFM2 checkpoints mix short-convolution layers with attention; the default config has attention only.
+    "lfm2": {"layer_types": ["conv", "full_attention"]},
+}
+
+
+@functools.cache
+def model_config_fields(model_type: str) -> Mapping[str, Any]:
+    """The fields the Transformers config class of `model_type` declares, with their default values."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config_class = CONFIG_MAPPING[model_type]
+    defaults = config_class()
+    if dataclasses.is_dataclass(config_class):
+        names = [field.name for field in dataclasses.fields(config_class)]
+    else:  # pragma: no cover - every Transformers 5 config is a dataclass; older ones keep init arguments
+        import inspect
+
+        names = [n for n in inspect.signature(config_class.__init__).parameters if n not in ("self", "kwargs")]
+    return {name: getattr(defaults, name, None) for name in names}
+
+
+def _derived_tiny_sizes(model_type: str) -> dict[str, Any]:
+    fields = model_config_fields(model_type)
+    sizes = {name: value for names, value in TINY_FIELDS for name in names if name in fields}
+    if "num_experts_per_tok" in fields:
+        # Experts run through torch._grouped_mm in PyTorch, which needs weight rows aligned to 16 bytes.
+        names = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
+        sizes.update({name: 40 for name in names if name in fields})
+    window = fields.get("sliding_window")
+    if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+        sizes["sliding_window"] = TINY_SLIDING_WINDOW
+        layer_types = fields.get("layer_types") or ()
+        if "sliding_attention" in layer_types and "full_attention" in layer_types:
+            sizes["layer_types"] = ["sliding_attention", "full_attention"]
+    return sizes
+
+
+class LLMOnnxConfig(DecoderOnnxConfig):
+    """A Transformers 5 decoder-only language model; the features and tiny sizes come from its model type."""
+
+    features: ClassVar[tuple[str, ...]] = (
+        "default",
+        "default-with-past",
+        "causal-lm",
+        "causal-lm-with-past",
+        "sequence-classification",
+        "token-classification",
+        "question-answering",
+    )
+
+    #: How mixture-of-experts layers are captured: each token's chosen experts gathered by id and applied as batched
+    #: matrix products, the same sums as the model's own loop over experts without its data-dependent shapes
+    #: (nonzero, histc) that exporters fix at the traced routing or cannot write.
+    experts_implementation: ClassVar[str] = "batched_mm"
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        task: str = "default",
+        patching_specs: list[PatchingSpec] | None = None,
+        use_past: bool = False,
+    ) -> None:
+        if use_past:
+            reason = self.past_refusal(config)
+            if reason is not None:
+                raise UnsupportedFeatureError(
+                    f"{config.model_type} {task}-with-past: {reason}; export {task} without past"
+                )
+        super().__init__(config, task=task, patching_specs=patching_specs, use_past=use_past)
+
+    @property
+    def values_override(self) -> Mapping[str, Any] | None:
+        """The decoder's cache setting and, for mixture-of-experts models, `experts_implementation` while exporting."""
+        override = dict(super().values_override or {})
+        if getattr(self._config, "num_experts_per_tok", None) is not None:
+            override["_experts_implementation"] = self.experts_implementation
+        return override
+
+    @classmethod
+    def supported_features(cls, model_type: str) -> tuple[str, ...]:
+        """`features` narrowed to the heads Transformers has for `model_type`, without past when it has no cache."""
+        from transformers.models.auto import modeling_auto
+
+        with_cache = "use_cache" in model_config_fields(model_type)
+        supported = []
+        for feature in cls.features:
+            task = feature.removesuffix("-with-past")
+            if model_type not in getattr(modeling_auto, HEAD_MAPPINGS[task]):
+                continue
+            if feature.endswith("-with-past") and not with_cache:
+                continue
+            supported.append(feature)
+        return tuple(supported)
+
+    @classmethod
+    def tiny_sizes(cls, model_type: str) -> Mapping[str, Any]:
+        """The model type's own size fields shrunk (`TINY_FIELDS`), a small sliding window where it has one, then the
+        class's `tiny_config` and the per-type overrides."""
+        sizes = _derived_tiny_sizes(model_type)
+        sizes.update(cls.tiny_config)
+        sizes.update(_TINY_OVERRIDES.get(model_type, {}))
+        return sizes
+
+    @classmethod
+    def past_refusal(cls, config: PretrainedConfig) -> str | None:
+        """Why `config`'s model cannot be exported with past key values, or None."""
+        layer_types = getattr(config, "layer_types", None) or ()
+        other = sorted({t for t in layer_types if t not in ("full_attention", "sliding_attention")})
+        if other:
+            return (
+                f"its {', '.join(other)} layers keep a state that is not attention keys and values, which the past "
+                "key/value layout has no room for"
+            )
+        return None
+
+
+class LLMFromOpset18OnnxConfig(LLMOnnxConfig):
+    """A decoder the TorchScript-based ONNX exporter (opsets below 18) cannot write, so ONNX starts at opset 18.
+
+    That exporter fails on rotary embeddings that interleave channels with ``repeat_interleave`` over a dynamic
+    axis (Cohere, Cohere 2, GLM, GLM-4, ERNIE 4.5) and has no ``expm1`` (Apertus's xIELU activation).
+    """
+
+    min_onnx_opset: ClassVar[int] = 18
+
+    def check_opset(self, opset: int) -> None:
+        """Refuse opsets below 18 with the reason."""
+        if isinstance(opset, int) and not isinstance(opset, bool) and opset < self.min_onnx_opset:
+            raise OpsetError(
+                f"{self.model_view.model_type} exports from opset {self.min_onnx_opset}: below it the TorchScript-based "
+                f"exporter cannot write its rotary embedding or activation; pass --opset {self.min_onnx_opset} or higher"
+            )
+        super().check_opset(opset)
