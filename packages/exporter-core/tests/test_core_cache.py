@@ -82,6 +82,19 @@ def test_feed_back_renames_presents_to_the_next_pasts() -> None:
     assert not CacheLayout.is_cache_name("presents") and not CacheLayout.is_cache_name("input_ids")
 
 
+def test_layout_read_back_from_declared_past_shapes() -> None:
+    layout = CacheLayout((LayerCache(2, 8), LayerCache(4, 4)))
+    shapes: dict[str, list[Any]] = {
+        f"past_key_values.{i}.{kind}": ["batch", layer.num_heads, "past_sequence", layer.head_dim]
+        for i, layer in enumerate(layout.layers)
+        for kind in ("key", "value")
+    }
+    assert CacheLayout.from_past_shapes({"input_ids": ["batch", "sequence"], **shapes}) == layout
+    assert CacheLayout.from_past_shapes({"input_ids": ["batch", "sequence"]}).layers == ()
+    with pytest.raises(ValueError, match=r"past_key_values\.1\.key has no fixed head count"):
+        CacheLayout.from_past_shapes({**shapes, "past_key_values.1.key": ["batch", "heads", "past_sequence", 4]})
+
+
 def test_returned_cache_reads_either_name() -> None:
     assert returned_cache({"cache": None, "past_key_values": "c"}) == "c"
     assert returned_cache({"cache": "d"}) == "d"

@@ -79,6 +79,19 @@ class CacheLayout:
         """Every layer alike."""
         return cls(tuple(LayerCache(num_heads, head_dim) for _ in range(num_layers)), cross_attention)
 
+    @classmethod
+    def from_past_shapes(cls, shapes: Mapping[str, Sequence[Any]]) -> CacheLayout:
+        """The decoder-only layout a graph declares: heads and head size of each of its ``past_key_values.{i}.key``
+        inputs (`shapes`: input name -> shape, named axes allowed); no layers when it takes no past."""
+        layers: list[LayerCache] = []
+        while (name := f"{PAST_PREFIX}.{len(layers)}.key") in shapes:
+            shape = list(shapes[name])
+            heads, head_dim = shape[1], shape[3]
+            if not isinstance(heads, int) or not isinstance(head_dim, int):
+                raise ValueError(f"input {name} has no fixed head count and head size ({shape})")
+            layers.append(LayerCache(heads, head_dim))
+        return cls(tuple(layers))
+
     # -- names and axes -----------------------------------------------------------------------------------
     @property
     def num_layers(self) -> int:
@@ -196,7 +209,8 @@ class CacheLayout:
         """True for ``past_key_values.*`` and ``present.*`` names."""
         return name.startswith((PAST_PREFIX + ".", PRESENT_PREFIX + "."))
 
-    def feed_back(self, outputs: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, Any]:
+    @staticmethod
+    def feed_back(outputs: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, Any]:
         """The ``present.*`` entries of `outputs` renamed to the ``past_key_values.*`` inputs of the next step."""
         selected = names if names is not None else [n for n in outputs if n.startswith(PRESENT_PREFIX + ".")]
         return {past_name(name): outputs[name] for name in selected}

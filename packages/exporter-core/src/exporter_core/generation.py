@@ -336,8 +336,6 @@ class Seq2SeqGenerator:
         banned_token_ids: Sequence[int] = (),
     ) -> np.ndarray:
         """Decoder token ids (batch, 1 + up to ``settings.max_new_tokens``): the start token, then greedy choices."""
-        from exporter_core.cache import past_name
-
         input_ids = np.asarray(input_ids, dtype=np.int64)
         mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
         banned = list(banned_token_ids)
@@ -351,11 +349,11 @@ class Seq2SeqGenerator:
         hidden = self.encoder({"input_ids": input_ids, "attention_mask": mask})["last_hidden_state"]
         start = np.full((input_ids.shape[0], 1), decoder_start_token_id, dtype=np.int64)
         outputs = self.decoder({"input_ids": start, "encoder_attention_mask": mask, "encoder_hidden_states": hidden})
-        past = {past_name(name): value for name, value in outputs.items() if name.startswith("present.")}
+        past = CacheLayout.feed_back(outputs)
 
         def step(tokens: np.ndarray) -> np.ndarray:
             result = self.decoder_with_past({"input_ids": tokens, "encoder_attention_mask": mask, **past})
-            past.update({past_name(name): value for name, value in result.items() if name.startswith("present.")})
+            past.update(CacheLayout.feed_back(result))
             return scores_of(result)
 
         new = greedy_loop(scores_of(outputs), step, settings, prompt_length=1)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exporter_core.architectures.seq2seq import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
-from exporter_core.cache import CacheLayout, LayerCache
+from exporter_core.cache import CacheLayout
 from exporter_core.generation import CausalLMGenerator, GreedySettings, Seq2SeqGenerator, greedy_loop, torch_greedy
 from exporter_onnx.runtime import OnnxRuntimeRunner
 
@@ -19,22 +19,13 @@ __all__ = ["GreedySettings", "OnnxCausalLM", "Seq2SeqOnnxGenerator", "greedy_loo
 
 
 def layout_of(runner: OnnxRuntimeRunner) -> CacheLayout:
-    """The cache layout an ONNX decoder file declares: heads and head size of every ``past_key_values.{i}.key``."""
-    inputs = {i.name: i for i in runner.session.get_inputs()}
-    layers = []
-    index = 0
-    while f"past_key_values.{index}.key" in inputs:
-        shape = inputs[f"past_key_values.{index}.key"].shape
-        heads, head_dim = shape[1], shape[3]
-        if not isinstance(heads, int) or not isinstance(head_dim, int):
-            raise ValueError(f"input past_key_values.{index}.key has no fixed head count and head size ({shape})")
-        layers.append(LayerCache(heads, head_dim))
-        index += 1
-    if not layers or "logits" not in runner.output_names:
+    """The cache layout an ONNX decoder file declares: heads and head size of every cached layer."""
+    layout = CacheLayout.from_past_shapes({i.name: i.shape for i in runner.session.get_inputs()})
+    if not layout.layers or "logits" not in runner.output_names:
         raise ValueError(
-            "this ONNX file has no past_key_values.* inputs or no logits output; export it with --feature causal-lm-with-past"
+            "this ONNX file has no past key value inputs or no logits output; export it with --feature causal-lm-with-past"
         )
-    return CacheLayout(tuple(layers))
+    return layout
 
 
 class OnnxCausalLM(CausalLMGenerator):
