@@ -6,14 +6,21 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import exporter
 from exporter import cli
-from exporter.pipeline import check_atol, report_name, resolve_output
+from exporter.pipeline import _check_parts, check_atol, report_name, resolve_output
 from exporter_core import plugins
-from exporter_core.errors import BackendNotInstalledError, InvalidArgumentError, InvalidPluginError, ModelNotFoundError
+from exporter_core.errors import (
+    BackendNotInstalledError,
+    ExportError,
+    InvalidArgumentError,
+    InvalidPluginError,
+    ModelNotFoundError,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "tiny-bert"
 
@@ -170,6 +177,14 @@ def test_check_atol_refuses(bad):
 def test_check_atol_accepts():
     assert check_atol(None) is None
     assert check_atol(1e-4) == 1e-4
+
+
+def test_a_backend_must_export_every_plan_part_once():
+    planned = [SimpleNamespace(name=n) for n in ("encoder", "decoder", "decoder_with_past")]
+    _check_parts("onnx", planned, [SimpleNamespace(name=n) for n in ("decoder_with_past", "encoder", "decoder")])
+    for got in (["encoder", "decoder"], ["encoder", "decoder", "decoder_with_past", "decoder"], ["model"]):
+        with pytest.raises(ExportError, match="must export every part of the plan once"):
+            _check_parts("onnx", planned, [SimpleNamespace(name=n) for n in got])
 
 
 def test_resolve_output(tmp_path):

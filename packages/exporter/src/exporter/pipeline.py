@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter_core import loading, plugins
-from exporter_core.backend import ExportRequest
+from exporter_core.backend import ExportedPart, ExportRequest
 from exporter_core.errors import (
     BackendUnavailableError,
+    ExportError,
     InvalidArgumentError,
     UnsupportedFeatureError,
     UnsupportedFrameworkError,
@@ -19,6 +20,7 @@ from exporter_core.errors import (
 )
 from exporter_core.features import config_class_for
 from exporter_core.output import StagedOutput, ensure_writable_folder
+from exporter_core.plan import PlanPart
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_validate import ExportReport
@@ -48,6 +50,17 @@ def resolve_output(output: str | Path, default_artifact: str) -> tuple[Path, str
 def report_name(artifact: str) -> str:
     """File name of the JSON report beside `artifact` (``model.onnx`` -> ``model.validation.json``)."""
     return f"{Path(artifact).stem}.validation.json"
+
+
+def _check_parts(backend_name: str, planned: Sequence[PlanPart], exported: Sequence[ExportedPart]) -> None:
+    """Every plan part exported once, nothing else: a part left out would go unvalidated."""
+    wanted = [part.name for part in planned]
+    got = [part.name for part in exported]
+    if sorted(got) != sorted(wanted):
+        raise ExportError(
+            f"the {backend_name} backend returned parts {got} for an export plan of parts {wanted}; "
+            "a backend must export every part of the plan once (report this to the backend's authors)"
+        )
 
 
 def run_export(
@@ -102,6 +115,7 @@ def run_export(
             plan=plan, staging=staged.path, artifact_name=artifact, preprocessor=processor, options=backend_options
         )
         result = backend.export(request)
+        _check_parts(backend_name, plan.parts, result.parts)
         parts = []
         for exported in result.parts:
             part = plan.part(exported.name)
