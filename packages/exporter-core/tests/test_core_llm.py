@@ -8,7 +8,12 @@ from importlib import metadata
 import pytest
 import torch
 
-from exporter_core.architectures.llm import LLMFromOpset18OnnxConfig, LLMOnnxConfig, model_config_fields
+from exporter_core.architectures.llm import (
+    BloomOnnxConfig,
+    LLMFromOpset18OnnxConfig,
+    LLMOnnxConfig,
+    model_config_fields,
+)
 from exporter_core.errors import OpsetError, UnsupportedFeatureError
 from exporter_core.modeling import prepared_for_export
 from exporter_core.plugins import load_architecture
@@ -38,7 +43,7 @@ def test_the_family_serves_the_model_types_of_the_issue() -> None:
     assert {"llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "falcon", "bloom"} <= set(
         LLM_TYPES
     )
-    assert {load_architecture(t) for t in LLM_TYPES} == {LLMOnnxConfig, LLMFromOpset18OnnxConfig}
+    assert {load_architecture(t) for t in LLM_TYPES} == {LLMOnnxConfig, LLMFromOpset18OnnxConfig, BloomOnnxConfig}
 
 
 @pytest.mark.parametrize(
@@ -187,3 +192,11 @@ def test_types_the_torchscript_based_exporter_cannot_write_start_at_opset_18() -
         config.check_opset(17)
     config.check_opset(18)
     assert LLMOnnxConfig.min_onnx_opset < 18
+
+
+def test_bloom_refuses_static_traces_with_the_reason_and_others_do_not() -> None:
+    bloom = _tiny("bloom")
+    plan = load_architecture("bloom").for_feature(bloom.config, "causal-lm").export_plan(bloom)
+    assert plan.static_trace_refusal is not None and "GeLUFunction" in plan.static_trace_refusal
+    llama = _tiny("llama")
+    assert LLMOnnxConfig.for_feature(llama.config, "causal-lm").export_plan(llama).static_trace_refusal is None

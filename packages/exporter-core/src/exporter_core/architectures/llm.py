@@ -34,7 +34,16 @@ from exporter_core.errors import OpsetError, UnsupportedFeatureError
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
 
-__all__ = ["HEAD_MAPPINGS", "TINY_FIELDS", "LLMFromOpset18OnnxConfig", "LLMOnnxConfig", "model_config_fields"]
+    from exporter_core.plan import ExportPlan
+
+__all__ = [
+    "HEAD_MAPPINGS",
+    "TINY_FIELDS",
+    "BloomOnnxConfig",
+    "LLMFromOpset18OnnxConfig",
+    "LLMOnnxConfig",
+    "model_config_fields",
+]
 
 #: Feature -> the name of the Auto mapping (``transformers.models.auto.modeling_auto``) listing the types with it.
 HEAD_MAPPINGS: Mapping[str, str] = {
@@ -202,3 +211,17 @@ class LLMFromOpset18OnnxConfig(LLMOnnxConfig):
                 f"exporter cannot write its rotary embedding or activation; pass --opset {self.min_onnx_opset} or higher"
             )
         super().check_opset(opset)
+
+
+class BloomOnnxConfig(LLMOnnxConfig):
+    """Bloom: its GeLU is a Python ``torch.autograd.Function``, which a TorchScript archive cannot hold, so static
+    traces (TorchScript, Neuron) are refused; ONNX exports inline it."""
+
+    def export_plan(self, model: Any, preprocessor: Any = None) -> ExportPlan:
+        """The decoder plan, refused by static-trace backends with the reason."""
+        plan = super().export_plan(model, preprocessor)
+        plan.static_trace_refusal = plan.static_trace_refusal or (
+            "bloom's GeLU is a Python autograd.Function (GeLUFunction), which a TorchScript archive cannot hold; "
+            "use the onnx backend"
+        )
+        return plan
