@@ -261,7 +261,7 @@ def test_past_inputs_at_any_past_length(config_cls: type, model_type: str, heads
 
 def test_sequence_classification_without_a_pad_token_is_refused_with_the_fix() -> None:
     with pytest.raises(UnsupportedFeatureError, match=r"set pad_token_id in config\.json"):
-        GPTNeoOnnxConfig.for_feature(tiny_model_config("gpt_neo"), "sequence-classification")
+        GPTNeoOnnxConfig.for_feature(tiny_model_config("gpt_neo", pad_token_id=None), "sequence-classification")
     assert GPTNeoOnnxConfig.for_feature(tiny_model_config("gpt_neo", pad_token_id=1), "sequence-classification")
 
 

@@ -274,7 +274,7 @@ class GPTNeoOnnxConfig(DecoderOnnxConfig):
 
     tiny_config = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 37,
                    "max_position_embeddings": 64, "attention_types": [[["global", "local"], 1]], "window_size": 8,
-                   "bos_token_id": 0, "eos_token_id": 0}
+                   "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
 
 
 class GPTJOnnxConfig(DecoderOnnxConfig):
@@ -283,7 +283,7 @@ class GPTJOnnxConfig(DecoderOnnxConfig):
     features = _BASE_FEATURES + ("question-answering", "sequence-classification")
 
     tiny_config = {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 64,
-                   "rotary_dim": 4, "bos_token_id": 0, "eos_token_id": 0}
+                   "rotary_dim": 4, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
 
 
 class BartDecoderOnnxConfig(DecoderOnnxConfig):
