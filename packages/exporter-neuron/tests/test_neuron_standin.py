@@ -258,3 +258,14 @@ def test_analyze_inf1_as_json_classifies_by_the_sdks_supported_operations(checkp
     assert report["neuron"]["aten::linear"] == 12 and "aten::gelu" not in report["neuron"]
     assert 0 < report["percent_on_neuron"] < 100
     assert len(_calls(standin, "torch_neuron.analyze_model")) == 1
+
+
+def test_analyze_refuses_a_head_the_model_type_lacks_before_loading(tmp_path, cli, standin):
+    # The LLM family lists classification heads; LFM2 has none, so the refusal must come from the model type's own
+    # features (as for an export), not from a load that fails.
+    (tmp_path / "config.json").write_text('{"model_type": "lfm2"}', encoding="utf-8")
+    (tmp_path / "model.safetensors").write_bytes(b"")  # never read: the refusal comes first
+    result = cli("neuron", "analyze", "--model", tmp_path, "--feature", "sequence-classification")
+    assert result.returncode == 2
+    assert "lfm2 does not support feature 'sequence-classification'; supported features: " in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

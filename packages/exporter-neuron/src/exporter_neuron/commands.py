@@ -94,9 +94,11 @@ def _load(model: str, feature: str, preprocessor: str, cache_dir: str | Path | N
     folder = loading.resolve_checkpoint(model, cache_dir=cache_dir)
     model_type = loading.read_model_type(folder)
     config_cls = config_class_for(model_type)
-    if feature not in config_cls.features:
+    # The model type's own features, as run_export reads them (a generic family narrows its class-wide list).
+    supported = config_cls.supported_features(model_type)
+    if feature not in supported:
         raise UnsupportedFeatureError(
-            f"{model_type} does not support feature {feature!r}; supported features: {', '.join(config_cls.features)}"
+            f"{model_type} does not support feature {feature!r}; supported features: {', '.join(supported)}"
         )
     torch_model = loading.load_model(folder, feature, config_cls)
     processor = loading.load_preprocessor(folder, preprocessor)
