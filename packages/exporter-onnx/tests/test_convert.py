@@ -328,6 +328,14 @@ def test_backend_options_are_checked_before_anything_is_loaded() -> None:
         OnnxBackend.check_options({"opset": True})
     with pytest.raises(InvalidArgumentError, match="unknown engine 'tensorrt'"):
         OnnxBackend.check_options({"engine": "tensorrt"})
+    with pytest.raises(InvalidArgumentError, match="opset must be a positive integer, got 0"):
+        OnnxBackend.check_options({"opset": 0})
+    with pytest.raises(OpsetError, match="the dynamo engine writes opset 18 or higher"):
+        OnnxBackend.check_options({"opset": 14, "engine": "dynamo"})
+    with pytest.raises(OpsetError, match="the torchscript engine writes opset 20 at most"):
+        OnnxBackend.check_options({"opset": 21, "engine": "torchscript"})
+    with pytest.raises(OpsetError, match="newer than the installed onnx/onnxruntime support"):
+        OnnxBackend.check_options({"opset": 99})
 
 
 def test_the_backend_writes_every_part_of_a_plan_and_records_the_traced_shapes(bert: _Bert, tmp_path: Path) -> None:

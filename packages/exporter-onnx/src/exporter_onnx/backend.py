@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
-from exporter_core.errors import InvalidArgumentError
+from exporter_core.errors import InvalidArgumentError, OpsetError
 
 __all__ = ["OnnxBackend"]
 
@@ -55,6 +55,20 @@ class OnnxBackend(Backend):
         engine = options.get("engine") or "auto"
         if engine not in ENGINES:
             raise InvalidArgumentError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+        if opset is not None:
+            # An opset no engine (or not this engine, or not the installed onnx) writes is refused here, before a
+            # model is loaded; the architecture's own lowest opset is checked once its config is known.
+            from exporter_onnx.convert import choose_engine, max_opset
+
+            if opset < 1:
+                raise InvalidArgumentError(f"opset must be a positive integer, got {opset}; for example --opset 18")
+            choose_engine(opset, engine)
+            highest = max_opset()
+            if opset > highest:
+                raise OpsetError(
+                    f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); "
+                    f"pass --opset {highest} or lower"
+                )
         return {"opset": opset, "engine": engine}
 
     def export(self, request: ExportRequest) -> ExportResult:
