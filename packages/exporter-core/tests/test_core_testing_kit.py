@@ -320,8 +320,9 @@ def test_a_tiny_model_that_cannot_serve_the_feature_is_a_refusal(
 ) -> None:
     calls: list[ExportCase] = []
     monkeypatch.setattr(export_cases, "run_case", _fake_run(calls))
-    # GPT-Neo's tiny sizes set no pad_token_id, which sequence-classification needs: refused before any export.
-    outcome = ArtifactCache(tmp_path).outcome(ExportCase("gpt_neo", "sequence-classification", "b", "decoders"))
+    # Without a pad_token_id GPT-Neo cannot serve sequence-classification: refused before any export.
+    case = ExportCase("gpt_neo", "sequence-classification", "b", "decoders").but(sizes={"pad_token_id": None})
+    outcome = ArtifactCache(tmp_path).outcome(case)
     assert outcome.refused and "pad_token_id" in (outcome.reason or "") and calls == []
 
 

@@ -369,7 +369,7 @@ class ArtifactCache:
         from exporter_core.plugins import load_architecture
         from exporter_core.testing import INIT_STD, build_tiny_checkpoint, preprocessor_kind
 
-        kind = preprocessor_kind(model_type, feature) if preprocessor == "auto" else preprocessor
+        kind = preprocessor_kind(model_type, feature, **overrides) if preprocessor == "auto" else preprocessor
         std = INIT_STD if init_std is None else init_std
         model_class = model_class_for(feature, load_architecture(model_type)).__name__
         key = repr((model_type, model_class, kind, std, sorted((k, repr(v)) for k, v in overrides.items())))

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from exporter_core.model_config import ModelConfigView
+
 __all__ = [
     "INIT_STD",
     "SPECIAL_TOKENS",
@@ -76,7 +78,7 @@ def init_std_overrides(model_type: str, std: float = INIT_STD) -> dict[str, floa
     return {name: std for name in _STD_ATTRIBUTES if hasattr(defaults, name)}
 
 
-def preprocessor_kind(model_type: str, feature: str) -> str | None:
+def preprocessor_kind(model_type: str, feature: str, **overrides: Any) -> str | None:
     """The preprocessor a tested checkpoint of (`model_type`, `feature`) carries, as real checkpoints do.
 
     ``"image_processor"`` when an input is an image (and Pillow is installed), ``"tokenizer"`` when inputs are token
@@ -89,14 +91,14 @@ def preprocessor_kind(model_type: str, feature: str) -> str | None:
     config_cls = load_architecture(model_type)
     if config_cls is None:
         return None
-    model_config = tiny_model_config(model_type)
+    model_config = tiny_model_config(model_type, **overrides)
     axes = [set(a.values()) for a in config_cls.for_feature(model_config, feature).inputs.values()]
     if any("height" in names for names in axes):
         # Image processors need Pillow; without it the pixel values come from the model config.
         return "image_processor" if importlib.util.find_spec("PIL") is not None else None
     if not any("sequence" in name for names in axes for name in names):
         return None
-    if getattr(model_config, "eos_token_id", None) in (SPECIAL_TOKENS["[CLS]"], SPECIAL_TOKENS["[SEP]"]):
+    if set(ModelConfigView(model_config).eos_token_ids) & {SPECIAL_TOKENS["[CLS]"], SPECIAL_TOKENS["[SEP]"]}:
         return None
     return "tokenizer"
 

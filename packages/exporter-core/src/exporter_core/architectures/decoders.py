@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -34,15 +35,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.plan import PlanCheck, Scenario
 
 __all__ = [
+    "PAST_AXIS",
+    "TOTAL_AXIS",
     "BartDecoderOnnxConfig",
     "CausalLMFromDecoderMixin",
     "DecoderOnnxConfig",
     "GPT2OnnxConfig",
     "GPTJOnnxConfig",
     "GPTNeoOnnxConfig",
-    "PAST_AXIS",
     "PastScenario",
-    "TOTAL_AXIS",
     "cache_keyword",
     "returned_cache",
 ]
@@ -68,14 +69,14 @@ class PastScenario(NamedTuple):
     padded: bool = True
 
 
-@functools.lru_cache(maxsize=None)
-def _cache_keyword_for(config_type: type) -> str:
+@functools.cache
+def _cache_keyword_for(config_type: Any) -> str:
     import inspect
 
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     try:
-        model_class = MODEL_MAPPING[config_type]
+        model_class: Any = MODEL_MAPPING[config_type]
     except (KeyError, ValueError):
         return "past_key_values"
     parameters = inspect.signature(model_class.forward).parameters
@@ -84,7 +85,8 @@ def _cache_keyword_for(config_type: type) -> str:
 
 def cache_keyword(model_config: Any) -> str:
     """The forward keyword that takes a cache: ``cache`` in recent Transformers 5, ``past_key_values`` before."""
-    return _cache_keyword_for(type(model_config))
+    config_type: Any = type(model_config)
+    return _cache_keyword_for(config_type)
 
 
 class DecoderOnnxConfig(OnnxConfigWithPast):
@@ -144,7 +146,7 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
 
     @property
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
-        common = super().outputs
+        common = OrderedDict((name, dict(axes)) for name, axes in super().outputs.items())
         layout = self.cache_layout
         if layout is not None:
             common.update(layout.present_outputs())
@@ -162,11 +164,16 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
         """Text inputs, and with past random key/value tensors and a mask over past + sequence."""
         tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
         if not self.use_past:
-            return dummy_inputs.text_arrays(self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer)
+            return dummy_inputs.text_arrays(
+                self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer
+            )
         past = spec.sequence_length + self.past_length_offset if past_length is None else past_length
         total = past + spec.sequence_length
         unpadded = dummy_inputs.DummySpec(
-            batch_size=spec.batch_size, sequence_length=spec.sequence_length, padding_side=self.padding_side, seed=spec.seed
+            batch_size=spec.batch_size,
+            sequence_length=spec.sequence_length,
+            padding_side=self.padding_side,
+            seed=spec.seed,
         )
         arrays = dummy_inputs.text_arrays(self._config, ["input_ids"], spec.batch_size, unpadded, tokenizer)
         mask = dummy_inputs.padding_mask(dummy_inputs.row_lengths(spec.batch_size, total, spec.padded), total, "left")
@@ -188,7 +195,7 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
         padded: bool = True,
         seed: int = 1,
         framework: Any = "np",
-    ) -> "OrderedDict[str, Any]":
+    ) -> OrderedDict[str, Any]:
         """Inputs at an explicit past length (0 for an empty past), left-padded over past + sequence when `padded`."""
         if not self.use_past:
             raise TypeError(f"{type(self).__name__} was built without past; use generate_dummy_inputs")
@@ -261,29 +268,58 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
 class GPT2OnnxConfig(DecoderOnnxConfig):
     """GPT-2."""
 
-    features = _BASE_FEATURES + ("sequence-classification", "token-classification")
+    features = (*_BASE_FEATURES, "sequence-classification", "token-classification")
 
-    tiny_config = {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 64,
-                   "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    tiny_config = {
+        "vocab_size": 99,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_inner": 37,
+        "n_positions": 64,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "pad_token_id": 0,
+    }
 
 
 class GPTNeoOnnxConfig(DecoderOnnxConfig):
     """GPT-Neo (global and local attention layers; local ones see a window of past tokens)."""
 
-    features = _BASE_FEATURES + ("sequence-classification",)
+    features = (*_BASE_FEATURES, "sequence-classification")
 
-    tiny_config = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 37,
-                   "max_position_embeddings": 64, "attention_types": [[["global", "local"], 1]], "window_size": 8,
-                   "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+    tiny_config = {
+        "vocab_size": 99,
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 4,
+        "intermediate_size": 37,
+        "max_position_embeddings": 64,
+        "attention_types": [[["global", "local"], 1]],
+        "window_size": 8,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "pad_token_id": 1,
+    }
 
 
 class GPTJOnnxConfig(DecoderOnnxConfig):
     """GPT-J (rotary position embeddings over the first ``rotary_dim`` channels of each head)."""
 
-    features = _BASE_FEATURES + ("question-answering", "sequence-classification")
+    features = (*_BASE_FEATURES, "question-answering", "sequence-classification")
 
-    tiny_config = {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 64,
-                   "rotary_dim": 4, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+    tiny_config = {
+        "vocab_size": 99,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_inner": 37,
+        "n_positions": 64,
+        "rotary_dim": 4,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "pad_token_id": 1,
+    }
 
 
 class BartDecoderOnnxConfig(DecoderOnnxConfig):

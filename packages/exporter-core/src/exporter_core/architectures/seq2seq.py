@@ -34,7 +34,7 @@ import numpy as np
 
 from exporter_core import dummy_inputs
 from exporter_core.architectures.decoders import CausalLMFromDecoderMixin, cache_keyword
-from exporter_core.cache import CacheLayout
+from exporter_core.cache import PAST_PREFIX, CacheLayout
 from exporter_core.config import OnnxConfig, OnnxSeq2SeqConfigWithPast
 from exporter_core.model_config import ModelConfigView
 from exporter_core.tasks import COMMON_OUTPUTS
@@ -547,7 +547,7 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
         if hidden is None:
             # With past, cross-attention reads its cached keys and values; the model still wants an encoder
             # output (for its shape only).
-            key = inputs["past_key_values.0.encoder.key"]
+            key = inputs[next(n for n in self.parent.layout.names(PAST_PREFIX) if ".encoder." in n)]
             hidden = key.new_zeros((key.shape[0], key.shape[2], self.parent.hidden_size))
         return {
             "decoder_input_ids": inputs["input_ids"],
