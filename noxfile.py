@@ -127,7 +127,8 @@ def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check and mypy over every package's src/ (settings: ruff.toml, mypy.ini)."""
     # mypy reads the packages' own sources (mypy.ini's mypy_path) and their dependencies' types from this venv.
     _install(session, sorted(PACKAGES), [])
-    session.install("--quiet", "-c", CONSTRAINTS, "ruff", "mypy")
+    # pytest: exporter-core's pytest plugin imports it (the test extra is not installed here).
+    session.install("--quiet", "-c", CONSTRAINTS, "ruff", "mypy", "pytest")
     sources = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "packages").glob("*/src"))]
     session.run("ruff", "check", *sources)
     session.run("ruff", "format", "--check", *sources)
