@@ -335,9 +335,14 @@ class OnnxConfig:
 
     def validation_scenarios(self, preprocessor: Any = None) -> list[Scenario]:
         """Input sets the export is validated at: another shape than the export dummies, with padding."""
+        from exporter_core.padding import describe_shape, static_shape_of
         from exporter_core.plan import Scenario
 
-        return [Scenario("batch 3, sequence 9, padded", self.generate_reference_inputs(preprocessor, framework="np"))]
+        inputs = self.generate_reference_inputs(preprocessor, framework="np")
+        label = describe_shape(static_shape_of(inputs, self.inputs))
+        if any("sequence" in axis for axes in self.inputs.values() for axis in axes.values()):
+            label += ", padded rows"
+        return [Scenario(label, inputs)]
 
     def plan_checks(self, model: Any, preprocessor: Any = None) -> list[PlanCheck]:
         """Checks over the written artifacts (generation parity, ...); none by default."""
