@@ -26,6 +26,12 @@ AUTO_CLASS_FOR_FEATURE: Mapping[str, str] = MappingProxyType(
         "semantic-segmentation": "AutoModelForSemanticSegmentation",
         "vision2seq-lm": "AutoModelForVision2Seq",
         "speech2seq-lm": "AutoModelForSpeechSeq2Seq",
+        "depth-estimation": "AutoModelForDepthEstimation",
+        "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
+        "audio-classification": "AutoModelForAudioClassification",
+        "ctc": "AutoModelForCTC",
+        # The transformer module of a sentence-transformers folder; pooling and normalisation go into the graph.
+        "sentence-embedding": "AutoModel",
     }
 )
 
@@ -55,6 +61,18 @@ COMMON_OUTPUTS: Mapping[str, OrderedDict[str, dict[int, str]]] = MappingProxyTyp
         "token-classification": OrderedDict({"logits": dict(_SEQ)}),
         "vision2seq-lm": OrderedDict({"logits": {0: "batch", 1: "sequence"}}),
         "speech2seq-lm": OrderedDict({"logits": {0: "batch", 1: "sequence"}}),
+        "depth-estimation": OrderedDict({"predicted_depth": {0: "batch", 1: "height", 2: "width"}}),
+        "zero-shot-image-classification": OrderedDict(
+            {
+                "logits_per_image": {0: "image_batch", 1: "text_batch"},
+                "logits_per_text": {0: "text_batch", 1: "image_batch"},
+                "text_embeds": {0: "text_batch"},
+                "image_embeds": {0: "image_batch"},
+            }
+        ),
+        "audio-classification": OrderedDict({"logits": {0: "batch"}}),
+        "ctc": OrderedDict({"logits": {0: "batch", 1: "sequence"}}),
+        "sentence-embedding": OrderedDict({"sentence_embedding": {0: "batch"}}),
     }
 )
 
