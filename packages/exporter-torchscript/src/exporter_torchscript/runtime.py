@@ -210,9 +210,14 @@ class LoaderProcess:
     """One worker process (``python -m exporter_torchscript.worker --loader <loader>``) answering load-and-run
     requests, started on first use. Requests and answers are JSON lines on its stdin/stdout."""
 
-    def __init__(self, loader: str = TORCHSCRIPT_LOADER, label: str = "TorchScript") -> None:
+    def __init__(
+        self, loader: str = TORCHSCRIPT_LOADER, label: str = "TorchScript", command: list[str] | None = None
+    ) -> None:
         self.loader = loader
         self.label = label
+        #: The worker's command line; None: ``python -m exporter_torchscript.worker --loader <loader>`` here.
+        #: exporter-neuron runs its SDK worker with another environment's interpreter through this.
+        self.command = command
         self._process: subprocess.Popen[str] | None = None
         # The worker's stderr goes to a file: a pipe nobody reads could fill up and stall it.
         self._stderr: IO[bytes] | None = None
@@ -225,15 +230,17 @@ class LoaderProcess:
 
     def _start(self) -> subprocess.Popen[str]:
         env = dict(os.environ)
-        # The worker sees the packages this process sees, whatever path tricks started it.
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        env["PYTHONPATH"] = os.pathsep.join(paths)
+        if self.command is None:
+            # The worker sees the packages this process sees, whatever path tricks started it.
+            paths = [p for p in sys.path if p and os.path.isdir(p)]
+            env["PYTHONPATH"] = os.pathsep.join(paths)
         if self._stderr is not None:
             self._stderr.close()
         # Kept open for the worker's lifetime and closed in `close`, so no `with` block.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        command = self.command or [sys.executable, "-P", "-m", "exporter_torchscript.worker", "--loader", self.loader]
         return subprocess.Popen(
-            [sys.executable, "-P", "-m", "exporter_torchscript.worker", "--loader", self.loader],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
