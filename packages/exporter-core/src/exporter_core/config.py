@@ -92,6 +92,12 @@ class OnnxConfig:
         a generic family derives them per model type)."""
         return cls.tiny_config
 
+    @classmethod
+    def tiny_feature_extractor(cls, model_config: PretrainedConfig) -> Any | None:
+        """A feature extractor matching the tiny model `model_config` describes (audio models), or None: the test kit
+        saves it into the tiny checkpoint, so inputs come through it as they do from a real checkpoint's."""
+        return None
+
     _tasks_to_common_outputs = COMMON_OUTPUTS
 
     def __init__(

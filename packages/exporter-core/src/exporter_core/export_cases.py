@@ -362,7 +362,8 @@ class ArtifactCache:
     ) -> Path:
         """A tiny checkpoint folder for (`model_type`, `feature`), built on first use.
 
-        `preprocessor` is ``"auto"`` (`preprocessor_kind`), ``"tokenizer"``, ``"image_processor"`` or None;
+        `preprocessor` is ``"auto"`` (`preprocessor_kind`), ``"tokenizer"``, ``"image_processor"``,
+        ``"feature_extractor"`` or None;
         `init_std` defaults to the kit's `INIT_STD`; `overrides` go to the model config.
         """
         from exporter_core.loading import model_class_for
@@ -382,6 +383,7 @@ class ArtifactCache:
                     folder,
                     with_tokenizer=kind == "tokenizer",
                     with_image_processor=kind == "image_processor",
+                    with_feature_extractor=kind == "feature_extractor",
                     config_overrides=overrides,
                     init_std=std,
                 )

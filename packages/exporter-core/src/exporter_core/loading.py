@@ -119,6 +119,11 @@ def load_model(folder: Path, feature: str, config_cls: type | None = None, **kwa
             ) from None
         raise
     model.eval()
+    if feature_to_task(feature) == "sentence-embedding":
+        from exporter_core.sentence import read_sentence_modules, sentence_embedding_model
+
+        # Pooling and normalisation from modules.json (or the plain-checkpoint default) go into the graph.
+        model = sentence_embedding_model(model, read_sentence_modules(folder)).eval()
     return model
 
 
@@ -137,6 +142,19 @@ _TOKENIZER_FILES = (
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
+def _processor_kind(folder: Path) -> str:
+    """``feature_extractor`` for a preprocessor_config.json that names only a feature extractor (audio models),
+    else ``image_processor``."""
+    path = folder / "preprocessor_config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        saved = {}
+    if isinstance(saved, dict) and "feature_extractor_type" in saved and "image_processor_type" not in saved:
+        return "feature_extractor"
+    return "image_processor"
+
+
 def load_preprocessor(folder: Path, kind: str = "auto") -> Any | None:
     """The checkpoint's tokenizer or image/feature processor, or None when `kind` is auto and it has none."""
     import transformers
@@ -151,7 +169,7 @@ def load_preprocessor(folder: Path, kind: str = "auto") -> Any | None:
     }
     if kind == "auto":
         if _has_any(folder, _PROCESSOR_FILES):
-            kind = "image_processor"
+            kind = _processor_kind(folder)
         elif _has_any(folder, _TOKENIZER_FILES):
             kind = "tokenizer"
         else:

@@ -81,8 +81,9 @@ def init_std_overrides(model_type: str, std: float = INIT_STD) -> dict[str, floa
 def preprocessor_kind(model_type: str, feature: str, **overrides: Any) -> str | None:
     """The preprocessor a tested checkpoint of (`model_type`, `feature`) carries, as real checkpoints do.
 
-    ``"image_processor"`` when an input is an image (and Pillow is installed), ``"tokenizer"`` when inputs are token
-    sequences, None otherwise.
+    ``"feature_extractor"`` when the architecture builds one for its tiny model (`OnnxConfig.tiny_feature_extractor`:
+    audio), ``"image_processor"`` when an input is an image (and Pillow is installed), ``"tokenizer"`` when inputs are
+    token sequences, None otherwise.
     No tokenizer when the model's eos id is one the tiny tokenizer writes on every row ([CLS], [SEP]): a random model
     that reads its eos answers eos at once, and a generation check would then cover a single token.
     """
@@ -92,6 +93,8 @@ def preprocessor_kind(model_type: str, feature: str, **overrides: Any) -> str | 
     if config_cls is None:
         return None
     model_config = tiny_model_config(model_type, **overrides)
+    if config_cls.tiny_feature_extractor(model_config) is not None:
+        return "feature_extractor"
     axes = [set(a.values()) for a in config_cls.for_feature(model_config, feature).inputs.values()]
     if any("height" in names for names in axes):
         # Image processors need Pillow; without it the pixel values come from the model config.
@@ -147,6 +150,7 @@ def build_tiny_checkpoint(
     *,
     with_tokenizer: bool = False,
     with_image_processor: bool = False,
+    with_feature_extractor: bool = False,
     seed: int = 0,
     config_overrides: Mapping[str, Any] | None = None,
     init_std: float | None = None,
@@ -155,7 +159,8 @@ def build_tiny_checkpoint(
 
     Sizes are the architecture's (`tiny_config_for`), then `config_overrides`. `init_std` sets every random-weight
     standard deviation (`init_std_overrides`) unless `config_overrides` names one; None keeps Transformers' own.
-    `with_image_processor` saves an image processor sized to the model's ``image_size`` (preprocessor_config.json).
+    `with_image_processor` saves an image processor sized to the model's ``image_size`` (preprocessor_config.json);
+    `with_feature_extractor` the architecture's `OnnxConfig.tiny_feature_extractor` (an error when it has none).
     """
     import torch
 
@@ -166,15 +171,26 @@ def build_tiny_checkpoint(
     overrides = dict(init_std_overrides(model_type, init_std)) if init_std is not None else {}
     overrides.update(config_overrides or {})
     config = tiny_model_config(model_type, **overrides)
-    cls = model_class_for(feature, load_architecture(model_type))
+    config_cls = load_architecture(model_type)
+    cls = model_class_for(feature, config_cls)
     torch.manual_seed(seed)
     model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     model.eval()
     model.save_pretrained(str(folder))
+    if feature == "sentence-embedding":
+        # As the feature's real checkpoints are: a sentence-transformers folder (modules.json, pooling config).
+        from exporter_core.sentence import KIT_SENTENCE_MODULES, write_sentence_modules
+
+        write_sentence_modules(folder, KIT_SENTENCE_MODULES, int(ModelConfigView(config).hidden_size))
     if with_tokenizer:
         build_tiny_tokenizer(int(getattr(config, "vocab_size", 99))).save_pretrained(str(folder))
     if with_image_processor:
         from exporter_core.architectures.vision import image_size_of
 
         build_tiny_image_processor(*image_size_of(config)).save_pretrained(str(folder))
+    if with_feature_extractor:
+        extractor = config_cls.tiny_feature_extractor(config) if config_cls is not None else None
+        if extractor is None:
+            raise LookupError(f"the {model_type} architecture builds no feature extractor (tiny_feature_extractor)")
+        extractor.save_pretrained(str(folder))
     return folder
