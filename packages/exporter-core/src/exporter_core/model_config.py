@@ -143,8 +143,11 @@ class ModelConfigView:
 
     @property
     def image_size(self) -> tuple[int, int] | None:
-        """(height, width) of the images the model takes, from ``image_size`` (an int or a pair); None without one."""
+        """(height, width) of the images the model takes, from ``image_size`` (an int or a pair), the config's own or
+        else its ``vision_config``'s (text/image dual encoders); None without one."""
         size = getattr(self.config, "image_size", None)
+        if size is None:
+            size = getattr(getattr(self.config, "vision_config", None), "image_size", None)
         if isinstance(size, int) and not isinstance(size, bool):
             return size, size
         if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
@@ -153,8 +156,9 @@ class ModelConfigView:
 
     @property
     def num_channels(self) -> int | None:
-        """Channels of the images the model takes; None when the config names none."""
-        return first_int([self.config], ("num_channels",), minimum=1)
+        """Channels of the images the model takes (the config's, else its ``vision_config``'s); None when neither
+        names one."""
+        return first_int([self.config, getattr(self.config, "vision_config", None)], ("num_channels",), minimum=1)
 
     @property
     def decoder_vocab_size(self) -> int:
