@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-__all__ = ["AUTO_CLASS_FOR_FEATURE", "AVAILABLE_FEATURES", "COMMON_OUTPUTS", "feature_to_task", "is_with_past"]
+from exporter_core.errors import UnsupportedFeatureError
+
+__all__ = [
+    "AUTO_CLASS_FOR_FEATURE",
+    "AVAILABLE_FEATURES",
+    "COMMON_OUTPUTS",
+    "FEATURE_ALIASES",
+    "aliases_of",
+    "feature_to_task",
+    "is_with_past",
+    "resolve_feature",
+]
 
 #: Feature (without ``-with-past``) -> the Transformers Auto class that loads a model for it.
 AUTO_CLASS_FOR_FEATURE: Mapping[str, str] = MappingProxyType(
@@ -92,3 +103,48 @@ def is_with_past(feature: str) -> bool:
 def feature_to_task(feature: str) -> str:
     """The task behind a feature: the feature without its ``-with-past`` suffix."""
     return feature.replace("-with-past", "")
+
+
+#: Optimum / pipeline task names -> our features, the first one the model supports winning (automatic speech
+#: recognition is an encoder-decoder's speech2seq-lm, or a CTC head's ctc). A task name that is already one of
+#: our features (token-classification, question-answering, image-classification, ...) needs no entry.
+FEATURE_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "feature-extraction": ("default",),
+        "feature-extraction-with-past": ("default-with-past",),
+        "fill-mask": ("masked-lm",),
+        "text-generation": ("causal-lm",),
+        "text-generation-with-past": ("causal-lm-with-past",),
+        "text-classification": ("sequence-classification",),
+        "text2text-generation": ("seq2seq-lm",),
+        "text2text-generation-with-past": ("seq2seq-lm-with-past",),
+        "automatic-speech-recognition": ("speech2seq-lm", "ctc"),
+        "automatic-speech-recognition-with-past": ("speech2seq-lm-with-past",),
+        "sentence-similarity": ("sentence-embedding",),
+    }
+)
+
+
+def resolve_feature(name: str, supported: Sequence[str] | None = None) -> str:
+    """Our feature for `name`: `name` itself when it is one, else the feature its task alias stands for.
+
+    With `supported` (the features of one model type), an alias with several meanings resolves to the first of
+    them the model type supports, and an alias none of whose meanings it supports is refused with the list.
+    """
+    if name in AVAILABLE_FEATURES or name not in FEATURE_ALIASES:
+        return name
+    candidates = FEATURE_ALIASES[name]
+    if supported is None:
+        return candidates[0]
+    for feature in candidates:
+        if feature in supported:
+            return feature
+    raise UnsupportedFeatureError(
+        f"task {name!r} stands for {' or '.join(map(repr, candidates))}, which this model type does not support; "
+        f"supported features: {', '.join(supported)}"
+    )
+
+
+def aliases_of(feature: str) -> tuple[str, ...]:
+    """The task names that resolve to `feature` (for listings: ``masked-lm`` -> ``fill-mask``)."""
+    return tuple(alias for alias, features in FEATURE_ALIASES.items() if feature in features)

@@ -25,7 +25,12 @@ __all__ = [
     "XLMRobertaXLOnnxConfig",
 ]
 
-#: Features of the encoders without a causal-lm head in the old exporter.
+#: The opt-in of a text encoder to sentence embeddings (`exporter_core.sentence`): listing the feature is all it
+#: takes, since the pooled graph takes the encoder's own text inputs.
+SENTENCE_EMBEDDING = "sentence-embedding"
+#: Features of the encoders with every head of the old exporter, and sentence embeddings.
+_ENCODER_FEATURES = (*TextEncoderOnnxConfig.features, SENTENCE_EMBEDDING)
+#: Features of the encoders without a causal-lm head in the old exporter, and sentence embeddings.
 _NO_CAUSAL_LM = (
     "default",
     "masked-lm",
@@ -33,6 +38,7 @@ _NO_CAUSAL_LM = (
     "multiple-choice",
     "token-classification",
     "question-answering",
+    SENTENCE_EMBEDDING,
 )
 _IDS_AND_MASK = ("input_ids", "attention_mask")
 
@@ -51,11 +57,15 @@ _TINY_TEXT = {
 class BertOnnxConfig(TextEncoderOnnxConfig):
     """BERT: input_ids, attention_mask, token_type_ids."""
 
+    features = _ENCODER_FEATURES
+
     tiny_config = dict(_TINY_TEXT)
 
 
 class ElectraOnnxConfig(TextEncoderOnnxConfig):
     """ELECTRA."""
+
+    features = _ENCODER_FEATURES
 
     tiny_config = {**_TINY_TEXT, "embedding_size": 16}
 
@@ -63,11 +73,15 @@ class ElectraOnnxConfig(TextEncoderOnnxConfig):
 class RoFormerOnnxConfig(TextEncoderOnnxConfig):
     """RoFormer (rotary position embeddings)."""
 
+    features = _ENCODER_FEATURES
+
     tiny_config = {**_TINY_TEXT, "embedding_size": 32}
 
 
 class FlaubertOnnxConfig(TextEncoderOnnxConfig):
     """FlauBERT: input_ids, attention_mask (as the old exporter); no Auto class maps its causal-lm head any more."""
+
+    features = _ENCODER_FEATURES
 
     model_classes = {"causal-lm": "FlaubertWithLMHeadModel"}
     input_names = _IDS_AND_MASK
@@ -78,6 +92,8 @@ class FlaubertOnnxConfig(TextEncoderOnnxConfig):
 class XLMOnnxConfig(TextEncoderOnnxConfig):
     """XLM."""
 
+    features = _ENCODER_FEATURES
+
     model_classes = {"causal-lm": "XLMWithLMHeadModel"}
 
     tiny_config = {"vocab_size": 99, "emb_dim": 32, "n_layers": 2, "n_heads": 4, "max_position_embeddings": 64}
@@ -85,6 +101,8 @@ class XLMOnnxConfig(TextEncoderOnnxConfig):
 
 class RobertaOnnxConfig(TextEncoderOnnxConfig):
     """RoBERTa: input_ids, attention_mask (one token type)."""
+
+    features = _ENCODER_FEATURES
 
     input_names = _IDS_AND_MASK
 
