@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from exporter_core import plugins
 from exporter_core.errors import ExporterError, UserError, ValidationError
 from exporter_core.loading import PREPROCESSOR_KINDS
-from exporter_core.tasks import AVAILABLE_FEATURES
+from exporter_core.tasks import AVAILABLE_FEATURES, FEATURE_ALIASES
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.backend import Backend
@@ -44,7 +44,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fals
     parser.add_argument(
         "--feature",
         default="default",
-        choices=list(AVAILABLE_FEATURES) if legacy else None,
+        choices=[*AVAILABLE_FEATURES, *FEATURE_ALIASES] if legacy else None,
         metavar=None if legacy else "FEATURE",
         help="The type of features to export the model with (see `exporter features MODEL`).",
     )
@@ -190,13 +190,18 @@ def _print_backends(_args: argparse.Namespace) -> None:
 def _print_features(args: argparse.Namespace) -> None:
     from exporter_core import loading
     from exporter_core.features import supported_features
+    from exporter_core.tasks import aliases_of, resolve_feature
 
     target = args.model_type
     model_type = target
     if os.sep in target or Path(target).exists():
         model_type = loading.read_model_type(loading.resolve_checkpoint(target))
-    for feature in supported_features(model_type):
-        print(feature)
+    features = supported_features(model_type)
+    width = max((len(f) for f in features), default=0)
+    for feature in features:
+        # Optimum task names accepted for the feature (--feature takes either).
+        aliases = [a for a in aliases_of(feature) if resolve_feature(a, features) == feature]
+        print(f"{feature:<{width}}  (also: {', '.join(aliases)})" if aliases else feature)
 
 
 def _add_backends_arguments(parser: argparse.ArgumentParser) -> None:
