@@ -28,6 +28,7 @@ __all__ = [
     "is_sentence_transformers_folder",
     "read_sentence_modules",
     "sentence_embedding_model",
+    "sentence_modules_of",
     "write_sentence_modules",
 ]
 
@@ -187,8 +188,6 @@ def write_sentence_modules(folder: Path, modules: SentenceModules, embedding_dim
     (folder / pooling_dir).mkdir(parents=True, exist_ok=True)
     written[0].write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
     written[1].write_text(json.dumps(pooling, indent=2) + "\n", encoding="utf-8")
-    if modules.normalize:
-        (folder / "2_Normalize").mkdir(exist_ok=True)
     return written
 
 
@@ -201,8 +200,13 @@ def sentence_embedding_model(transformer: Any, modules: SentenceModules) -> Any:
     return _module_class()(transformer, modules)
 
 
+def sentence_modules_of(model: Any) -> SentenceModules | None:
+    """The pooling of a `sentence_embedding_model` (None for any other model)."""
+    return model.modules_spec if isinstance(model, _module_class()) else None
+
+
 @functools.cache
-def _module_class() -> type:
+def _module_class() -> type[Any]:
     import torch
 
     class SentenceEmbeddingModel(torch.nn.Module):

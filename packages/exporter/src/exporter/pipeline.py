@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter_core import loading, plugins
 from exporter_core.backend import ExportedPart, ExportRequest
+from exporter_core.description import write_description
 from exporter_core.errors import (
     BackendUnavailableError,
     ExportError,
@@ -21,6 +22,7 @@ from exporter_core.errors import (
 from exporter_core.features import config_class_for
 from exporter_core.output import StagedOutput, ensure_writable_folder
 from exporter_core.plan import PlanPart
+from exporter_core.task_detection import choose_feature
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_validate import ExportReport
@@ -68,7 +70,7 @@ def run_export(
     model: str | Path,
     output: str | Path,
     *,
-    feature: str = "default",
+    feature: str | None = "default",
     atol: float | None = None,
     preprocessor: str = "auto",
     framework: str | None = None,
@@ -99,6 +101,11 @@ def run_export(
     model_type = loading.read_model_type(folder)
     config_cls = config_class_for(model_type)
     supported = config_cls.supported_features(model_type)
+    # None: the checkpoint's own feature (its architectures, modules.json); an Optimum task name is translated.
+    choice = choose_feature(feature, folder, model_type, supported)
+    feature = choice.feature
+    if choice.reason:
+        emit(f"feature: {feature} ({choice.reason})")
     if feature not in supported:
         raise UnsupportedFeatureError(
             f"{model_type} does not support feature {feature!r}; supported features: {', '.join(supported)}"
@@ -153,6 +160,8 @@ def run_export(
         )
         for line in export_report.log_lines():
             emit(line)
+        # config, generation config, preprocessor files (and sentence modules) beside the artifacts.
+        write_description(folder, staged.path, torch_model, processor)
         export_report.write_json(staged.path / report_name(artifact))
         if export_report.passed or keep_invalid:
             staged.commit()
