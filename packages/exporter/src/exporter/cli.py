@@ -43,10 +43,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fals
     )
     parser.add_argument(
         "--feature",
-        default="default",
+        # Without --feature, `exporter <backend>` exports the feature the checkpoint was saved for (and says which);
+        # the old tool keeps its old default.
+        default="default" if legacy else None,
         choices=[*AVAILABLE_FEATURES, *FEATURE_ALIASES] if legacy else None,
         metavar=None if legacy else "FEATURE",
-        help="The type of features to export the model with (see `exporter features MODEL`).",
+        help="The type of features to export the model with (see `exporter features MODEL`); Optimum task names "
+        "are accepted. " + ("Default: default." if legacy else "Default: the checkpoint's own (its architectures)."),
     )
     parser.add_argument(
         "--atol", type=float, default=None, help="Absolute difference tolerance when validating the model."
