@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter_core.errors import OutputNotWritableError, UserError
-from exporter_core.output import StagedOutput, ensure_writable_folder
+from exporter_core.output import LOCK_FILE, StagedOutput, ensure_writable_folder
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -23,7 +23,7 @@ def test_commit_moves_the_files_and_removes_the_staging_folder(tmp_path: Path) -
         (staged.path / "model.onnx").write_bytes(b"graph")
         (staged.path / "model.onnx.data").write_bytes(b"weights")
         (staged.path / "report.json").write_text("{}")
-        assert sorted(os.listdir(destination)) == [staged.path.name]
+        assert sorted(os.listdir(destination)) == sorted([LOCK_FILE, staged.path.name])
         moved = staged.commit()
     # Data before the files that reference it.
     assert [p.name for p in moved] == ["model.onnx.data", "model.onnx", "report.json"]
@@ -67,7 +67,9 @@ def test_leaving_without_commit_writes_nothing(tmp_path: Path) -> None:
 def test_a_file_where_a_folder_is_expected(tmp_path: Path) -> None:
     file = tmp_path / "model.onnx"
     file.write_bytes(b"x")
-    with pytest.raises(OutputNotWritableError, match="exists and is not a folder; choose another output path") as caught:
+    with pytest.raises(
+        OutputNotWritableError, match="exists and is not a folder; choose another output path"
+    ) as caught:
         StagedOutput(file)
     assert isinstance(caught.value, UserError)
     with pytest.raises(OutputNotWritableError, match="cannot create output folder"):

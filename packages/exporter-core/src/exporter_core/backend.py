@@ -4,15 +4,44 @@ from __future__ import annotations
 
 import abc
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from exporter_core.errors import InvalidArgumentError
+from exporter_core.errors import InvalidArgumentError, closest, did_you_mean
 from exporter_core.plan import CheckResult, ExportPlan, Runner, Scenario
 
-__all__ = ["Backend", "CheckResult", "ExportRequest", "ExportResult", "ExportedPart", "Runner"]
+__all__ = [
+    "Backend",
+    "CheckResult",
+    "ExportRequest",
+    "ExportResult",
+    "ExportedPart",
+    "Runner",
+    "refuse_unknown_options",
+]
+
+
+def refuse_unknown_options(
+    backend_name: str, options: Mapping[str, Any], known: Iterable[str], also: Iterable[str] = ()
+) -> None:
+    """Refuse option names outside `known`, suggesting the nearest of `known` and `also` (the caller's other
+    keywords: a misspelt ``atol`` reaches the backend as an unknown option)."""
+    names = list(known)
+    unknown = sorted(set(options) - set(names))
+    if not unknown:
+        return
+    if len(unknown) == 1:
+        hints = did_you_mean(unknown[0], [*names, *also])
+    else:
+        hints = "".join(
+            f"; {name!r}: did you mean {match}?" for name in unknown if (match := closest(name, [*names, *also]))
+        )
+    listed = ", ".join(names) if names else "none"
+    raise InvalidArgumentError(
+        f"the {backend_name} backend has no option {', '.join(map(repr, unknown))}{hints}; its options are: {listed}"
+    )
 
 
 @dataclass
@@ -71,6 +100,9 @@ class Backend(abc.ABC):
     display_name: ClassVar[str]
     #: File written for the model when the output is a folder.
     default_artifact: ClassVar[str]
+    #: The option names `check_options` accepts; the facade refuses any other name before calling it, with the
+    #: nearest name suggested. None: not declared, `check_options` alone decides.
+    option_names: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -97,9 +129,13 @@ class Backend(abc.ABC):
 
         The default accepts no option at all.
         """
-        if options:
-            raise InvalidArgumentError(f"the {cls.name} backend takes no options; got {', '.join(sorted(options))}")
+        refuse_unknown_options(cls.name, options, ())
         return {}
+
+    @classmethod  # noqa: B027 - an optional hook: the default checks nothing more
+    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type) -> None:
+        """Refuse `options` (as `check_options` returned them) that the architecture's config class cannot honour
+        (an opset below its lowest), before the checkpoint's weights are read."""
 
     @abc.abstractmethod
     def export(self, request: ExportRequest) -> ExportResult:

@@ -67,6 +67,11 @@ class OnnxConfig:
     #: Opset used when none is asked for, and the lowest one the architecture exports correctly with.
     default_opset: ClassVar[int] = 18
     min_onnx_opset: ClassVar[int] = 14
+    #: Why opsets below `min_onnx_opset` cannot be written (the operator that needs it), for the refusal.
+    min_onnx_opset_reason: ClassVar[str] = (
+        "Transformers 5 attention is captured as aten::scaled_dot_product_attention (and causal masks as Trilu), "
+        "which ONNX has from opset 14"
+    )
     #: Absolute tolerance of validation (the whole tolerance: no relative term is added).
     atol: ClassVar[float] = 1e-5
     #: Feature -> Transformers class name, for pairs that no Auto class maps any more.
@@ -417,9 +422,11 @@ class OnnxConfig:
         if not isinstance(opset, int) or isinstance(opset, bool):
             raise InvalidArgumentError(f"opset must be an integer, got {opset!r}")
         if opset < self.min_onnx_opset:
+            from exporter_core.errors import option_hint
+
             raise _opset_error(
-                f"opset {opset} is too low for {type(self).__name__}: it needs at least {self.min_onnx_opset}; "
-                f"pass --opset {self.min_onnx_opset} or higher"
+                f"opset {opset} is too low for {type(self).__name__}: it needs at least {self.min_onnx_opset} "
+                f"({self.min_onnx_opset_reason}); pass {option_hint('opset', self.min_onnx_opset)} or higher"
             )
 
 
