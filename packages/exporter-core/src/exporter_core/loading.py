@@ -6,13 +6,18 @@ Nothing here reaches the network: a hub id must already be in the local hub cach
 from __future__ import annotations
 
 import json
+import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter_core.errors import (
+    CheckpointError,
     MissingDependencyError,
     ModelNotFoundError,
+    NonFiniteWeightsError,
+    RandomHeadError,
     UnsupportedFeatureError,
     UnsupportedFrameworkError,
     UnsupportedModelTypeError,
@@ -21,7 +26,12 @@ from exporter_core.tasks import AUTO_CLASS_FOR_FEATURE, feature_to_task
 
 __all__ = [
     "PREPROCESSOR_KINDS",
+    "LoadedModel",
+    "check_checkpoint_files",
+    "checkpoint_features",
+    "hub_download_command",
     "load_model",
+    "load_model_checked",
     "load_preprocessor",
     "read_model_type",
     "resolve_checkpoint",
@@ -70,7 +80,7 @@ def resolve_checkpoint(model: str | Path, cache_dir: str | Path | None = None) -
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         raise ModelNotFoundError(
             f"{text} is not a local folder and is not in the local hub cache; exporter works offline: download it "
-            f"where there is network (huggingface-cli download {text}) and copy the cache, or pass a local folder"
+            f"where there is network ({hub_download_command(text)}) and copy the cache, or pass a local folder"
         ) from None
     return _check_folder(Path(snapshot), text)
 
@@ -107,11 +117,23 @@ def model_class_for(feature: str, config_cls: type | None = None) -> Any:
     return getattr(transformers, name)
 
 
-def load_model(folder: Path, feature: str, config_cls: type | None = None, **kwargs: Any) -> Any:
-    """Load the checkpoint in `folder` with the class of `feature`, in eval mode."""
+def load_model(
+    folder: Path,
+    feature: str,
+    config_cls: type | None = None,
+    *,
+    loading_info: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load the checkpoint in `folder` with the class of `feature`, in eval mode.
+
+    `loading_info`, when given, receives Transformers' loading report (missing, unexpected, mismatched keys).
+    """
     cls = model_class_for(feature, config_cls)
     try:
-        model = cls.from_pretrained(str(folder), local_files_only=True, **kwargs)
+        model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, **kwargs)
+        if loading_info is not None:
+            loading_info.update(info)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise UnsupportedFeatureError(
@@ -189,3 +211,283 @@ def load_preprocessor(folder: Path, kind: str = "auto") -> Any | None:
             f"loading the {kind.replace('_', ' ')} of {folder} needs {missing}, which is not installed: "
             "pip install 'exporter-core[vision]' (or pass --preprocessor for another kind)"
         ) from None
+
+
+def hub_download_command(repo_id: str) -> str:
+    """The command the installed huggingface_hub offers to download `repo_id` (``hf download`` in recent ones)."""
+    from importlib import metadata
+
+    try:
+        scripts = {
+            ep.name for ep in metadata.distribution("huggingface_hub").entry_points if ep.group == "console_scripts"
+        }
+    except metadata.PackageNotFoundError:
+        scripts = set()
+    if "hf" in scripts or not scripts:
+        return f"hf download {repo_id}"
+    return f"huggingface-cli download {repo_id}"
+
+
+# -- checkpoint integrity -------------------------------------------------------------------------------------
+
+#: safetensors dtype -> bytes per element.
+_SAFETENSORS_DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+_FLOAT_DTYPES = {"F8_E4M3", "F8_E5M2", "F8_E8M0", "F16", "BF16", "F32", "F64"}
+_REDOWNLOAD = "download or save the checkpoint again"
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensors a safetensors file declares ({name: {dtype, shape, data_offsets}}), checked against its size."""
+    size = path.stat().st_size
+    if size < 8:
+        raise CheckpointError(f"{path} is truncated ({size} bytes, not even a safetensors header); {_REDOWNLOAD}")
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > size - 8:
+            raise CheckpointError(
+                f"{path} is truncated or not a safetensors file (its header claims {length} bytes, the file has "
+                f"{size}); {_REDOWNLOAD}"
+            )
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("not an object")
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(f"{path} is corrupt (its header is not valid JSON); {_REDOWNLOAD}") from None
+    data_size = size - 8 - length
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], list(entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path} is corrupt (tensor {name!r} has a malformed entry); {_REDOWNLOAD}") from None
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}; {_REDOWNLOAD}")
+        expected = math.prod(shape) * _SAFETENSORS_DTYPES[dtype]
+        if end - begin != expected or begin < 0:
+            raise CheckpointError(
+                f"{path} is corrupt: tensor {name!r} ({dtype} {shape}) needs {expected} bytes but its offsets span "
+                f"{end - begin}; {_REDOWNLOAD}"
+            )
+        if end > data_size:
+            raise CheckpointError(
+                f"{path} is truncated: tensor {name!r} ends at byte {end} of the data but the file holds "
+                f"{data_size}; {_REDOWNLOAD}"
+            )
+        tensors[name] = entry
+    return tensors
+
+
+def _check_bin(path: Path) -> None:
+    import zipfile
+
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty; {_REDOWNLOAD}")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.infolist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(f"{path} is corrupt ({exc}); {_REDOWNLOAD}") from None
+        return
+    with path.open("rb") as handle:
+        first = handle.read(2)
+    if first[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        raise CheckpointError(f"{path} is truncated or not a PyTorch weights file; {_REDOWNLOAD}")
+
+
+def _index_shards(index: Path) -> list[str]:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        weight_map = data["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{index} is corrupt (no readable weight_map); {_REDOWNLOAD}") from None
+    missing = [name for name in shards if not (index.parent / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{index} names shard(s) not in {index.parent}: {', '.join(missing)}; download the missing shard(s)"
+        )
+    return shards
+
+
+def check_checkpoint_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """Check the weight files Transformers will read (sizes, headers, shards); return the safetensors tensors
+    declared ({name: entry}). Raises `CheckpointError` naming the file and the problem."""
+    declared: dict[str, dict[str, Any]] = {}
+    if (folder / "model.safetensors").is_file():
+        declared.update(_safetensors_header(folder / "model.safetensors"))
+    elif (folder / "model.safetensors.index.json").is_file():
+        for shard in _index_shards(folder / "model.safetensors.index.json"):
+            declared.update(_safetensors_header(folder / shard))
+    elif (folder / "pytorch_model.bin").is_file():
+        _check_bin(folder / "pytorch_model.bin")
+    elif (folder / "pytorch_model.bin.index.json").is_file():
+        for shard in _index_shards(folder / "pytorch_model.bin.index.json"):
+            _check_bin(folder / shard)
+    return declared
+
+
+def _weights_file(folder: Path) -> str:
+    found = [name for name in _PT_WEIGHTS if (folder / name).is_file()]
+    return str(folder / found[0]) if found else str(folder)
+
+
+def checkpoint_features(
+    folder: Path, supported: list[str] | tuple[str, ...], config_cls: type | None = None
+) -> list[str]:
+    """The `supported` features whose head the checkpoint holds (read from config.json's ``architectures``)."""
+    import transformers
+
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError):
+        return []
+    saved = set(data.get("architectures") or [])
+    held = []
+    for feature in supported:
+        try:
+            cls = model_class_for(feature, config_cls)
+        except UnsupportedFeatureError:
+            continue
+        mapping = getattr(cls, "_model_mapping", None)
+        model_cls = mapping.get(type(config), None) if mapping is not None else cls
+        # The base model's weights are inside every head's checkpoint.
+        if model_cls is not None and (model_cls.__name__ in saved or feature_to_task(feature) == "default"):
+            held.append(feature)
+    return held
+
+
+@dataclass
+class LoadedModel:
+    """A model loaded for export, with what the checkpoint did not provide."""
+
+    model: Any
+    #: Weights the checkpoint lacked, randomly initialised (only when allowed).
+    random_weights: list[str] = field(default_factory=list)
+    #: Weights holding NaN or Inf (only when allowed).
+    nonfinite: list[str] = field(default_factory=list)
+
+
+def _mismatch_message(folder: Path, feature: str, config_cls: type | None) -> str:
+    """The weights whose shapes differ from the config's, read by loading once more without refusing them."""
+    info: dict[str, Any] = {}
+    try:
+        load_model(folder, feature, config_cls, loading_info=info, ignore_mismatched_sizes=True)
+    except Exception:  # the first failure is what the user sees; this is only for its details
+        return "some weights do not have the shapes its config.json gives"
+    shown = []
+    for item in list(info.get("mismatched_keys") or [])[:3]:
+        if isinstance(item, (tuple, list)) and len(item) == 3:
+            name, stored, wanted = item
+            shown.append(f"{name} is {tuple(stored)} in the weights but {tuple(wanted)} by the config")
+        else:
+            shown.append(str(item))
+    return "; ".join(shown) or "some weights do not have the shapes its config.json gives"
+
+
+def load_model_checked(
+    folder: Path,
+    feature: str,
+    config_cls: type | None = None,
+    *,
+    allow_random_head: bool = False,
+    allow_nonfinite: bool = False,
+    supported: list[str] | tuple[str, ...] = (),
+) -> LoadedModel:
+    """`load_model`, refusing what would make the export meaningless: weights that cannot be read or do not fit
+    the config (`CheckpointError`), weights the checkpoint lacks (`RandomHeadError`, unless `allow_random_head`),
+    NaN or Inf weights (`NonFiniteWeightsError`, unless `allow_nonfinite`)."""
+    from exporter_core.errors import option_hint
+
+    declared = check_checkpoint_files(folder)
+    info: dict[str, Any] = {}
+    try:
+        model = load_model(folder, feature, config_cls, loading_info=info)
+    except (UnsupportedFeatureError, MissingDependencyError):
+        raise
+    except ImportError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "ignore_mismatched_sizes" in text or "size mismatch" in text:
+            raise CheckpointError(
+                f"{_weights_file(folder)} does not match {folder / 'config.json'}: "
+                f"{_mismatch_message(folder, feature, config_cls)}; use the config saved with these weights"
+            ) from None
+        raise CheckpointError(
+            f"{_weights_file(folder)} cannot be loaded ({type(exc).__name__}: {text[:300]}); {_REDOWNLOAD}"
+        ) from None
+    loaded = LoadedModel(model)
+    missing = sorted(str(k) for k in info.get("missing_keys") or [])
+    if missing:
+        if not allow_random_head:
+            held = checkpoint_features(folder, list(supported), config_cls) if supported else []
+            holds = f"; the checkpoint holds the weights of: {', '.join(held)}" if held else ""
+            raise RandomHeadError(
+                f"feature {feature!r} needs {len(missing)} weight(s) the checkpoint does not hold "
+                f"({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}), which would be random{holds}; "
+                f"export a feature the checkpoint holds, or pass {option_hint('allow_random_head', True)} to "
+                "export random weights anyway"
+            )
+        loaded.random_weights = missing
+    _check_stored_dtypes(folder, declared, model)
+    bad = _nonfinite_weights(model)
+    if bad:
+        if not allow_nonfinite:
+            raise NonFiniteWeightsError(
+                f"{_weights_file(folder)} holds NaN or Inf in {len(bad)} tensor(s): {', '.join(bad[:6])}"
+                f"{', ...' if len(bad) > 6 else ''}; fix the checkpoint, or pass "
+                f"{option_hint('allow_nonfinite', True)} to export it anyway"
+            )
+        loaded.nonfinite = bad
+    return loaded
+
+
+def _check_stored_dtypes(folder: Path, declared: dict[str, dict[str, Any]], model: Any) -> None:
+    """Refuse integer or boolean tensors stored for floating-point parameters (a wrong-dtype checkpoint)."""
+    suspicious = {name: entry["dtype"] for name, entry in declared.items() if entry["dtype"] not in _FLOAT_DTYPES}
+    if not suspicious:
+        return
+    params = {name: tensor for name, tensor in model.state_dict().items()}
+    for stored, dtype in sorted(suspicious.items()):
+        for name, tensor in params.items():
+            if (
+                name == stored or name.endswith("." + stored) or stored.endswith("." + name)
+            ) and tensor.is_floating_point():
+                raise CheckpointError(
+                    f"{_weights_file(folder)}: tensor {stored!r} is stored as {dtype}, but the model's {name} is "
+                    f"floating point; {_REDOWNLOAD}"
+                )
+
+
+def _nonfinite_weights(model: Any) -> list[str]:
+    import torch
+
+    bad = []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad.append(name)
+    return bad
