@@ -20,7 +20,7 @@ def test_the_report_records_traced_shapes_unlike_the_validated_ones(
     (part,) = report.parts
     assert part.export_inputs == {name: [2, 8] for name in ("input_ids", "attention_mask", "token_type_ids")}
     assert part.reference_inputs == {name: [3, 9] for name in part.export_inputs}
-    written = json.loads((tmp_path / "out" / "model.validation.json").read_text(encoding="utf-8"))
+    written = json.loads((tmp_path / "out" / "model.onnx.validation.json").read_text(encoding="utf-8"))
     (recorded,) = written["parts"]
     assert recorded["export_inputs"] == part.export_inputs
     assert recorded["reference_inputs"] == part.reference_inputs

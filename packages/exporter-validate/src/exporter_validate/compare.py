@@ -106,9 +106,36 @@ def _compare_one(
     nan_mismatch = np.isnan(reference) != np.isnan(exported)
     diff = np.where(np.isnan(diff), np.where(nan_mismatch, np.inf, 0.0), diff)
     check.max_abs_diff = float(diff[keep].max()) if keep.any() else 0.0
+    if keep.any():
+        worst = np.where(keep, diff, -1.0)
+        check.worst_position = [int(i) for i in np.unravel_index(int(np.argmax(worst)), diff.shape)]
     if not keep.all():
         check.max_abs_diff_excluded = float(diff[~keep].max())
+    check.nonfinite = _nonfinite_facts(reference, exported, keep)
     return check
+
+
+def _nonfinite_facts(reference: np.ndarray, exported: np.ndarray, keep: np.ndarray) -> dict[str, Any] | None:
+    """Which side produced NaN or Inf at compared positions, how many, and the first such position."""
+    sides = {}
+    for side, values in (("reference", reference), ("exported", exported)):
+        if not np.issubdtype(values.dtype, np.floating) and not np.issubdtype(values.dtype, np.complexfloating):
+            continue
+        bad = ~np.isfinite(values) & keep
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            kinds = sorted({"nan" if np.isnan(values[first]) else ("inf" if values[first] > 0 else "-inf")})
+            sides[side] = {
+                "count": int(bad.sum()),
+                "first_position": list(first),
+                "first_value": kinds[0],
+                "nan": int(np.isnan(values[bad]).sum()),
+                "inf": int(np.isinf(values[bad]).sum()),
+            }
+    if not sides:
+        return None
+    side = "both" if len(sides) == 2 else next(iter(sides))
+    return {"side": side, **{name: facts for name, facts in sides.items()}}
 
 
 def compare_outputs(

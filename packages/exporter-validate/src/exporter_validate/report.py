@@ -14,12 +14,12 @@ __all__ = ["ExportReport", "OutputCheck", "ValidationReport"]
 
 
 def _json_text(data: Any) -> str:
-    """Indented JSON; a non-finite float (an infinite difference) is written as the string "inf", "-inf" or "nan",
-    since the bare Infinity and NaN tokens are not JSON and strict readers (jq, JavaScript) reject them."""
+    """Indented JSON; a non-finite float is written as null (the bare Infinity and NaN tokens are not JSON and strict
+    readers such as jq and JavaScript reject them); the report says why beside each such value."""
 
     def finite(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
+            return None
         if isinstance(value, dict):
             return {key: finite(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
@@ -43,6 +43,40 @@ class OutputCheck:
     #: Worst difference over positions left out of the comparison (padding); informational.
     max_abs_diff_excluded: float | None = None
     missing: bool = False
+    #: Index of the compared position with the largest difference.
+    worst_position: list[int] | None = None
+    #: NaN/Inf at compared positions: {"side": "reference" | "exported" | "both", <side>: {count, first_position,
+    #: first_value, nan, inf}}; None when every compared value is finite.
+    nonfinite: dict[str, Any] | None = None
+
+    @property
+    def nonfinite_note(self) -> str | None:
+        """One sentence on NaN/Inf values, naming the side that produced them; None when there are none."""
+        if not self.nonfinite:
+            return None
+        side = self.nonfinite["side"]
+        parts = []
+        for name in ("exported", "reference"):
+            facts = self.nonfinite.get(name)
+            if facts:
+                who = "the exported model" if name == "exported" else "the PyTorch model"
+                where = tuple(facts["first_position"])
+                parts.append(
+                    f"{who} produced {facts['count']} non-finite value(s) (first {facts['first_value']} at {where})"
+                )
+        if side != "both":
+            parts.append(f"the {'PyTorch' if side == 'exported' else 'exported'} model's values there are finite")
+        return "; ".join(parts)
+
+    def diff_reason(self) -> str | None:
+        """Why `max_abs_diff` is not a finite number (written beside the null in JSON)."""
+        if self.max_abs_diff is None:
+            if self.missing:
+                return "the output is missing from the exported model"
+            return "the shapes differ, so no values were compared"
+        if not math.isfinite(self.max_abs_diff):
+            return self.nonfinite_note or "a difference was infinite"
+        return None
 
     @property
     def shape_ok(self) -> bool:
@@ -104,8 +138,11 @@ class ValidationReport:
                     f'output "{check.name}": shape {tuple(check.exported_shape or ())} doesn\'t match {tuple(check.reference_shape or ())}'
                 )
             elif not check.values_ok:
+                where = f" at {tuple(check.worst_position)}" if check.worst_position is not None else ""
+                note = f" ({check.nonfinite_note})" if check.nonfinite_note else ""
                 messages.append(
-                    f'output "{check.name}": max abs difference {check.max_abs_diff:.3e} exceeds atol {check.atol:g}'
+                    f'output "{check.name}": max abs difference {check.max_abs_diff:.3e}{where} exceeds atol '
+                    f"{check.atol:g}{note}"
                 )
         return messages
 
@@ -143,6 +180,8 @@ class ValidationReport:
                 lines.append(f"\t\t-[x] values not close enough (atol: {check.atol:g})")
             where = "all positions" if check.compared == "all" else check.compared
             lines.append(f"\t\t    max abs diff {check.max_abs_diff:.3e} over {where}")
+            if check.nonfinite_note:
+                lines.append(f"\t\t    {check.nonfinite_note}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +190,9 @@ class ValidationReport:
         for check in self.outputs:
             data = asdict(check)
             data.update(shape_ok=check.shape_ok, values_ok=check.values_ok, passed=check.passed)
+            reason = check.diff_reason()
+            if reason:
+                data["max_abs_diff_reason"] = reason
             outputs.append(data)
         return {
             "format": self.format,
@@ -167,6 +209,9 @@ class ValidationReport:
             "reference_output_names": self.reference_output_names,
             "exported_output_names": self.exported_output_names,
             "worst_max_abs_diff": self.worst_difference,
+            "worst_max_abs_diff_reason": (
+                None if math.isfinite(self.worst_difference) else "an output has non-finite differences (see outputs)"
+            ),
             "outputs": outputs,
             "failures": self.failures,
         }
@@ -191,6 +236,13 @@ class ExportReport:
     #: Checks over the written artifacts as a whole (generation parity); a failing one fails the export.
     checks: list[CheckResult] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Every file this export wrote into the output folder (the report included): the set a later export with
+    #: ``overwrite`` replaces.
+    files: list[str] = field(default_factory=list)
+    #: Weights the checkpoint lacked, randomly initialised because the caller allowed it (allow_random_head).
+    random_weights: list[str] = field(default_factory=list)
+    #: Weights holding NaN or Inf, exported because the caller allowed it (allow_nonfinite).
+    nonfinite_weights: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -228,6 +280,10 @@ class ExportReport:
             "passed": self.passed,
             "worst_max_abs_diff": self.worst_difference,
             "failures": self.failures,
+            "files": self.files,
+            "random_weights": self.random_weights,
+            "random_head": bool(self.random_weights),
+            "nonfinite_weights": self.nonfinite_weights,
             "parts": [p.to_dict() for p in self.parts],
             "checks": [c.to_dict() for c in self.checks],
             "metadata": self.metadata,
