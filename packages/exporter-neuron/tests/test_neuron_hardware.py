@@ -70,7 +70,7 @@ def test_compiled_with_awss_sdk_and_validated_on_the_device(device_export):
     metadata = read_metadata(out / "model_neuron.pt")
     assert metadata.target == target and metadata.compiled_by_aws_sdk
     assert metadata.sdk["compiler_version"], "the compiler's version is recorded"
-    saved = json.loads((out / "model_neuron.validation.json").read_text())
+    saved = json.loads((out / "model_neuron.pt.validation.json").read_text())
     print(f"{target}: worst max abs difference {saved['worst_max_abs_diff']:.3e} (atol {ATOL[target]})")
 
 

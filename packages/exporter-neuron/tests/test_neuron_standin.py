@@ -86,7 +86,7 @@ def test_command_line_writes_module_metadata_and_report(inf2_export):
     assert sorted(p.name for p in out.iterdir()) == [
         "model_neuron.neuron.json",
         "model_neuron.pt",
-        "model_neuron.validation.json",
+        "model_neuron.pt.validation.json",
     ]
     metadata = json.loads((out / "model_neuron.neuron.json").read_text())
     assert metadata["target"] == "inf2" and metadata["trace_function"] == "torch_neuronx.trace"
@@ -110,7 +110,7 @@ def test_command_line_writes_module_metadata_and_report(inf2_export):
 
 
 def test_validation_ran_at_the_compiled_shape_and_padded_smaller_inputs(inf2_export):
-    report = json.loads((inf2_export["out"] / "model_neuron.validation.json").read_text())
+    report = json.loads((inf2_export["out"] / "model_neuron.pt.validation.json").read_text())
     assert report["passed"] is True and report["format"] == "Neuron" and report["backend"] == "neuron"
     shapes = [part["reference_inputs"]["input_ids"] for part in report["parts"]]
     assert shapes == [[2, 12], [1, 8]]
@@ -193,7 +193,7 @@ def test_inf1_with_dynamic_batch_through_the_python_api(checkpoint, tmp_path, st
         "dynamic_batch_size": True,
     }
     # Validated at the compiled shape, smaller (padded in sequence only), and a larger batch than compiled.
-    saved = json.loads((tmp_path / "model_neuron.validation.json").read_text())
+    saved = json.loads((tmp_path / "model_neuron.pt.validation.json").read_text())
     assert [part["reference_inputs"]["input_ids"] for part in saved["parts"]] == [[2, 10], [1, 6], [5, 10]]
     model = load(tmp_path / "model_neuron.pt")
     inputs = _text(5, 10, real=[10, 4, 7, 10, 2])

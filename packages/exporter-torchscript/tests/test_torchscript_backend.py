@@ -49,7 +49,7 @@ def bert_export(checkpoint, tmp_path_factory):
 def test_python_api_writes_module_metadata_and_report(bert_export):
     report, out, _ = bert_export
     assert report.passed and report.format == "TorchScript" and report.backend == "torchscript"
-    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model.torchscript.json", "model.validation.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model.pt.validation.json", "model.torchscript.json"]
     metadata = json.loads((out / "model.torchscript.json").read_text())
     assert metadata["input_names"] == TEXT_INPUTS
     assert metadata["input_shapes"] == {name: [2, 16] for name in TEXT_INPUTS}
@@ -63,7 +63,7 @@ def test_python_api_writes_module_metadata_and_report(bert_export):
         {"batch": 3, "sequence": 20},
     ]
     assert metadata["padding_effect"]["changes_outputs"] is False
-    saved = json.loads((out / "model.validation.json").read_text())
+    saved = json.loads((out / "model.pt.validation.json").read_text())
     assert saved["passed"] is True and saved["metadata"]["static_shape"] == {"batch": 2, "sequence": 16}
     assert [p["reference_inputs"]["input_ids"] for p in saved["parts"]] == [[2, 16], [1, 10]]
     assert all(p["artifact"] == "model.pt" and p["atol"] == 1e-5 for p in saved["parts"])

@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
-from exporter_core.errors import InvalidArgumentError, OpsetError
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult, refuse_unknown_options
+from exporter_core.errors import InvalidArgumentError, OpsetError, did_you_mean, option_hint
 
 __all__ = ["OnnxBackend"]
 
@@ -20,6 +20,7 @@ class OnnxBackend(Backend):
     name = "onnx"
     display_name = "ONNX"
     default_artifact = "model.onnx"
+    option_names = ("opset", "engine")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -44,32 +45,46 @@ class OnnxBackend(Backend):
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """``opset`` (an int or None: the architecture's) and ``engine`` (auto, dynamo, torchscript)."""
-        unknown = sorted(set(options) - {"opset", "engine"})
-        if unknown:
-            raise InvalidArgumentError(
-                f"the onnx backend has no option {', '.join(map(repr, unknown))}; its options are opset, engine"
-            )
+        refuse_unknown_options(cls.name, options, cls.option_names or ())
         opset = options.get("opset")
         if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
-            raise InvalidArgumentError(f"opset must be an integer, got {opset!r}")
+            raise InvalidArgumentError(
+                f"opset must be an integer, got {opset!r}; for example {option_hint('opset', 18)}"
+            )
         engine = options.get("engine") or "auto"
         if engine not in ENGINES:
-            raise InvalidArgumentError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+            raise InvalidArgumentError(
+                f"unknown engine {engine!r}{did_you_mean(str(engine), ENGINES)}; use {', '.join(ENGINES)}"
+            )
         if opset is not None:
             # An opset no engine (or not this engine, or not the installed onnx) writes is refused here, before a
             # model is loaded; the architecture's own lowest opset is checked once its config is known.
             from exporter_onnx.convert import choose_engine, max_opset
 
             if opset < 1:
-                raise InvalidArgumentError(f"opset must be a positive integer, got {opset}; for example --opset 18")
+                raise InvalidArgumentError(
+                    f"opset must be a positive integer, got {opset}; for example {option_hint('opset', 18)}"
+                )
             choose_engine(opset, engine)
             highest = max_opset()
             if opset > highest:
                 raise OpsetError(
                     f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); "
-                    f"pass --opset {highest} or lower"
+                    f"pass {option_hint('opset', highest)} or lower"
                 )
         return {"opset": opset, "engine": engine}
+
+    @classmethod
+    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type) -> None:
+        """An opset below the architecture's lowest is refused naming the operator that needs it."""
+        opset = options.get("opset")
+        lowest = getattr(config_cls, "min_onnx_opset", None)
+        if opset is not None and isinstance(lowest, int) and opset < lowest:
+            reason = getattr(config_cls, "min_onnx_opset_reason", "")
+            raise OpsetError(
+                f"opset {opset} is too low for {config_cls.__name__}: it needs at least {lowest}"
+                f"{f' ({reason})' if reason else ''}; pass {option_hint('opset', lowest)} or higher"
+            )
 
     def export(self, request: ExportRequest) -> ExportResult:
         """Export every part of the plan to its own file (external data beside it when large)."""

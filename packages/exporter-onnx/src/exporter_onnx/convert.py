@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError
+from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError, option_hint
 from exporter_core.modeling import argument_name, export_module, prepared_for_export
 from exporter_core.output import StagedOutput
 
@@ -248,7 +248,7 @@ def export_onnx(
     highest = max_opset()
     if opset > highest:
         raise OpsetError(
-            f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); pass --opset {highest} or lower"
+            f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); pass {option_hint('opset', highest)} or lower"
         )
     chosen = choose_engine(opset, engine)
     path = Path(path)

@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
-from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult, refuse_unknown_options
+from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError, option_hint
 
 __all__ = ["TorchScriptBackend"]
 
@@ -19,8 +19,9 @@ def _positive(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        flag = "--" + name.replace("_", "-")
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}; for example {flag} 16")
+        raise InvalidArgumentError(
+            f"{name} must be a positive integer, got {value!r}; for example {option_hint(name, 16)}"
+        )
     return value
 
 
@@ -30,6 +31,7 @@ class TorchScriptBackend(Backend):
     name = "torchscript"
     display_name = "TorchScript"
     default_artifact = "model.pt"
+    option_names = OPTIONS
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -55,15 +57,12 @@ class TorchScriptBackend(Backend):
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """Known names only, sizes positive integers (None: the architecture's default), a sequence of 2 at least."""
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise InvalidArgumentError(
-                f"the torchscript backend has no option {', '.join(map(repr, unknown))}; its options are {', '.join(OPTIONS)}"
-            )
+        refuse_unknown_options(cls.name, options, OPTIONS)
         checked = {name: _positive(name, options.get(name)) for name in OPTIONS}
         if checked["sequence_length"] is not None and checked["sequence_length"] < 2:
             raise InvalidArgumentError(
-                "sequence_length must be at least 2 (room for the special tokens); for example --sequence-length 16"
+                "sequence_length must be at least 2 (room for the special tokens); for example "
+                f"{option_hint('sequence_length', 16)}"
             )
         return checked
 

@@ -206,6 +206,15 @@ def _close_pipes(process: subprocess.Popen[str]) -> None:
                 pass
 
 
+def _kill(process: subprocess.Popen[str]) -> None:
+    """End `process` now (it may be in the middle of a request) and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+    _close_pipes(process)
+
+
 class LoaderProcess:
     """One worker process (``python -m exporter_torchscript.worker --loader <loader>``) answering load-and-run
     requests, started on first use. Requests and answers are JSON lines on its stdin/stdout."""
@@ -275,6 +284,11 @@ class LoaderProcess:
                 line = process.stdout.readline()
             except (BrokenPipeError, OSError):
                 line = ""
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM while the worker computes: it must not outlive the export.
+                _kill(process)
+                self._process = None
+                raise
             if not line:
                 stderr = self._last_words(process)
                 self._process = None

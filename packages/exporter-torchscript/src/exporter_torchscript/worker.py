@@ -15,6 +15,8 @@ import importlib
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -69,10 +71,22 @@ def serve(loader: Loader, requests: IO[str], answers: IO[str]) -> None:
         answers.flush()
 
 
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Watch the parent process from a daemon thread; end this process when it is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exporter-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve on stdin/stdout, with fd 1 pointed at stderr so stray output stays out of the protocol."""
     parser = argparse.ArgumentParser(prog="python -m exporter_torchscript.worker")
     parser.add_argument("--loader", default="exporter_torchscript.runtime:load", help="module:function loading a file")
+    _exit_with_parent(os.getppid())
     loader = resolve_loader(parser.parse_args(argv).loader)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
