@@ -1,4 +1,5 @@
-"""Every user mistake: one line naming problem and fix, exit 2, no traceback, nothing written."""
+"""Every user mistake: one line naming problem and fix, exit 2, no traceback, nothing written (a failed validation
+writes only its report)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_hub_id_not_cached(cli, tmp_path, monkeypatch):
     result = cli("onnx", "--model", "some-org/not-cached-model", str(tmp_path / "out"))
     assert result.returncode == 2
     line = _single_error_line(result.stderr)
-    assert "not in the local hub cache" in line and "huggingface-cli download" in line
+    assert "not in the local hub cache" in line and "download some-org/not-cached-model" in line
 
 
 def test_unknown_model_type(cli, tmp_path):
@@ -103,6 +104,12 @@ def test_unknown_backend_names_pip(cli, tmp_path):
     assert "exporter backends" in _single_error_line(result.stderr)
 
 
+def test_misspelt_backend_suggests_the_name(cli, tmp_path):
+    result = cli("onxx", "--model", "x", str(tmp_path))
+    assert result.returncode == 2
+    assert "did you mean onnx?" in _single_error_line(result.stderr)
+
+
 def test_failed_validation_exits_1_and_keeps_nothing(cli, checkpoint, tmp_path):
     out = tmp_path / "out"
     result = cli("onnx", "--model", str(checkpoint("bert")), "--atol", "1e-15", str(out))
@@ -110,7 +117,9 @@ def test_failed_validation_exits_1_and_keeps_nothing(cli, checkpoint, tmp_path):
     assert "-[x] values not close enough (atol: 1e-15" in result.stderr
     assert "validation failed" in result.stderr and "--keep-invalid" in result.stderr
     assert "Traceback" not in result.stderr
-    _nothing_written(out)
+    # Only the report, under a name no tool takes for a model.
+    assert [p.name for p in out.iterdir()] == ["model.onnx.validation-failed.json"]
+    assert json.loads((out / "model.onnx.validation-failed.json").read_text())["passed"] is False
 
 
 def test_keep_invalid_keeps_model_and_report(cli, checkpoint, tmp_path):
@@ -118,7 +127,7 @@ def test_keep_invalid_keeps_model_and_report(cli, checkpoint, tmp_path):
     result = cli("onnx", "--model", str(checkpoint("bert")), "--atol", "1e-15", "--keep-invalid", str(out))
     assert result.returncode == 1
     assert (out / "model.onnx").is_file()
-    report = json.loads((out / "model.validation.json").read_text())
+    report = json.loads((out / "model.onnx.validation.json").read_text())
     assert report["passed"] is False and report["failures"]
 
 
@@ -135,22 +144,22 @@ def test_interrupt_leaves_nothing(cli, checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "out"
     result = cli("onnx", "--model", str(checkpoint("bert")), str(out))
     assert result.returncode == 130
-    _nothing_written(out)
+    assert not out.exists(), "the export removes the output folder it created"
 
 
 def test_verbose_shows_traceback(tmp_path):
     result = run_module("exporter", "onnx", "--verbose", "--model", str(tmp_path / "nope"), str(tmp_path / "out"))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "Traceback" in result.stderr and "ModelNotFoundError" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["-v", "--verbose"])
-def test_verbose_before_the_backend_is_recognised(flag, tmp_path):
+def test_verbose_before_the_backend_is_recognised(flag, tmp_path, capsys):
     from exporter.cli import main
-    from exporter_core.errors import ModelNotFoundError
 
-    with pytest.raises(ModelNotFoundError):
-        main([flag, "onnx", "--model", str(tmp_path / "nope"), str(tmp_path / "out")])
+    assert main([flag, "onnx", "--model", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ModelNotFoundError" in err
 
 
 def test_verbose_before_the_backend_in_a_fresh_process(tmp_path):

@@ -28,14 +28,17 @@ def test_old_command_line_prints_old_log(tmp_path):
     onnx.checker.check_model(str(out / "model.onnx"))
 
 
-def test_existing_file_output_is_replaced(cli, checkpoint, tmp_path):
+def test_existing_file_output_is_replaced_with_overwrite(cli, checkpoint, tmp_path):
     target = tmp_path / "custom.onnx"
     target.write_bytes(b"old")
-    result = cli("onnx", "--model", str(checkpoint("bert")), str(target))
+    refused = cli("onnx", "--model", str(checkpoint("bert")), str(target))
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    assert target.read_bytes() == b"old"
+    result = cli("onnx", "--model", str(checkpoint("bert")), "--overwrite", str(target))
     assert result.returncode == 0, result.stderr
     assert onnx.load(str(target)).graph.output[0].name == "last_hidden_state"
-    assert (tmp_path / "custom.validation.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.onnx", "custom.validation.json"]
+    assert (tmp_path / "custom.onnx.validation.json").is_file()
+    assert {"custom.onnx", "custom.onnx.validation.json"} <= {p.name for p in tmp_path.iterdir()}
 
 
 def test_opset_14_through_cli_runs_in_onnxruntime(cli, checkpoint, tmp_path):
@@ -46,7 +49,7 @@ def test_opset_14_through_cli_runs_in_onnxruntime(cli, checkpoint, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     feed = {i.name: np.ones((1, 5), dtype=np.int64) for i in session.get_inputs()}
     assert session.run(None, feed)[0].shape == (1, 5, 32)
-    report = json.loads((tmp_path / "model.validation.json").read_text())
+    report = json.loads((tmp_path / "model.onnx.validation.json").read_text())
     assert report["metadata"]["opset"] == 14 and report["metadata"]["engine"] == "torchscript"
 
 
@@ -60,7 +63,7 @@ def test_report_json_states_shapes_and_tolerance(cli, checkpoint, tmp_path):
         str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "model.validation.json").read_text())
+    report = json.loads((tmp_path / "model.onnx.validation.json").read_text())
     assert report["passed"] is True
     part = report["parts"][0]
     assert part["rtol"] == 0.0 and part["atol"] == 1e-5

@@ -2,7 +2,10 @@
 
 A backend passes when: its entry-point module imports without torch, Transformers or ONNX; ``unavailable_reason``
 is None or a sentence; `exporter.export` of a tiny BERT (default and sequence-classification) passes validation
-with the JSON report beside the artifact; and a failed validation leaves nothing behind.
+with the JSON report beside the artifact; a failed validation leaves only its report (``<artifact>.validation-
+failed.json``); and the reliability guarantees of issue 12 hold for it: a misspelt option is refused before the
+model is loaded with the nearest name, a folder holding files is refused without ``overwrite`` and with it the
+previous export's files are replaced as a set, and an interruption at any point leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import numpy as np
 import pytest
 
 import exporter
-from exporter.pipeline import report_name
+from exporter.pipeline import failed_report_name, report_name
 from exporter_core.backend import Backend
-from exporter_core.errors import ValidationError
+from exporter_core.errors import InvalidArgumentError, OutputExistsError, ValidationError
 from exporter_core.plugins import list_backends, load_backend
 
 BACKENDS = {info.name: info for info in list_backends()}
@@ -130,4 +133,65 @@ def test_failed_validation_leaves_no_artifact(name, checkpoint, tmp_path, monkey
     assert report is not None and not report.passed
     assert report.failures and all("last_hidden_state" in failure for failure in report.failures)
     assert "not kept" in str(caught.value)
-    assert not out.exists() or list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [failed_report_name(backend_cls.default_artifact)]
+    saved = json.loads((out / failed_report_name(backend_cls.default_artifact)).read_text(encoding="utf-8"))
+    assert saved["passed"] is False and saved["failures"] and saved["files"] == [p.name for p in out.iterdir()]
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_misspelt_option_refused_before_the_model_is_loaded(name, checkpoint, tmp_path, monkeypatch):
+    from exporter_core import loading
+
+    backend_cls = _usable(name)
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    known = list(backend_cls.option_names or ())
+    misspelt = (known[0][:-1] + known[0][-1] * 2) if known else "opset"
+    with pytest.raises(InvalidArgumentError) as caught:
+        exporter.export(checkpoint("bert", "default"), tmp_path / "out", format=name, **{misspelt: 1})
+    assert misspelt in str(caught.value)
+    if known:
+        assert f"did you mean {known[0]}?" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_interrupted_export_leaves_nothing(name, checkpoint, tmp_path, monkeypatch):
+    backend_cls = _usable(name)
+    original = backend_cls.export
+
+    def export_then_interrupt(self: Backend, request: Any) -> Any:
+        original(self, request)  # every file is written into staging ...
+        raise KeyboardInterrupt  # ... then Ctrl-C (SIGTERM unwinds the same way)
+
+    monkeypatch.setattr(backend_cls, "export", export_then_interrupt)
+    out = tmp_path / "new" / "out"
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export(checkpoint("bert", "default"), out, format=name)
+    assert not out.parent.exists(), "the folders the export created are removed again"
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_overwrite_replaces_the_previous_export(name, default_export, checkpoint, tmp_path):
+    backend_cls, _, first_out = default_export
+    if backend_cls.name != name:
+        pytest.skip("one backend per default export")
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in first_out.iterdir():
+        (out / path.name).write_bytes(path.read_bytes())
+    owned = json.loads((out / report_name(backend_cls.default_artifact)).read_text(encoding="utf-8"))["files"]
+    assert backend_cls.default_artifact in owned and report_name(backend_cls.default_artifact) in owned
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(OutputExistsError):
+        exporter.export(checkpoint("bert", "default"), out, format=name)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / "unrelated.txt").write_text("kept")
+    (out / "stale-owned.bin").write_bytes(b"stale")
+    listing = json.loads((out / report_name(backend_cls.default_artifact)).read_text(encoding="utf-8"))
+    listing["files"].append("stale-owned.bin")
+    (out / report_name(backend_cls.default_artifact)).write_text(json.dumps(listing), encoding="utf-8")
+    report = exporter.export(checkpoint("bert", "default"), out, format=name, overwrite=True)
+    assert report.passed
+    names = {p.name for p in out.iterdir()}
+    assert "stale-owned.bin" not in names and (out / "unrelated.txt").read_text() == "kept"
+    assert not [n for n in names if n.startswith(".exporter")]

@@ -32,14 +32,22 @@ def export(
     preprocessor: str = "auto",
     cache_dir: str | Path | None = None,
     keep_invalid: bool = False,
+    overwrite: bool = False,
+    allow_random_head: bool = False,
+    allow_nonfinite: bool = False,
+    report: str | Path | None = None,
     **options: Any,
 ) -> ExportReport:
     """Export the checkpoint `model` (folder or cached hub id) with backend `format` into `output`.
 
-    Backend options go as keywords (``opset=14`` for ONNX). Returns the `ExportReport`; raises
-    `exporter_core.errors.ValidationError` (with ``.report``) when the artifact does not match PyTorch,
-    and a `UserError` subclass for a mistake in the request (a backend that is not installed names the
-    package to install).
+    Backend options go as keywords (``opset=14`` for ONNX); an unknown keyword is refused before the model is
+    loaded, with the nearest valid name. `output` must be an empty or new folder unless `overwrite` (which
+    replaces the files of a previous export of the same artifact and leaves other files alone).
+    `allow_random_head` exports a feature whose head weights the checkpoint lacks; `allow_nonfinite` exports
+    NaN/Inf weights; `report` is a second place for the JSON report. Returns the `ExportReport`; raises
+    `exporter_core.errors.ValidationError` (with ``.report``, also written as
+    ``<artifact>.validation-failed.json``) when the artifact does not match PyTorch, a `UserError` subclass for
+    a mistake in the request or an unusable checkpoint, and an `ExporterError` for the environment.
     """
     from exporter.install import not_installed_error
     from exporter.pipeline import run_export
@@ -56,6 +64,10 @@ def export(
         preprocessor=preprocessor,
         cache_dir=cache_dir,
         keep_invalid=keep_invalid,
+        overwrite=overwrite,
+        allow_random_head=allow_random_head,
+        allow_nonfinite=allow_nonfinite,
+        report=report,
         options=options,
     )
 

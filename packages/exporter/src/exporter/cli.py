@@ -1,8 +1,10 @@
 """The ``exporter`` command line: ``exporter [-v] <backend> ...``, ``exporter backends``, ``exporter features``.
 
-A user mistake prints one ``error:`` line and exits 2; a failed validation exits 1 and keeps no model
-unless ``--keep-invalid``; ``--verbose`` shows tracebacks. Backends add their own options to their
-subcommand; only the backend named on the command line is imported.
+Every failure prints one ``error:`` line and exits with a documented status (`EXIT_STATUSES`): 1 validation
+failed (the model is not kept unless ``--keep-invalid``, the report is), 2 a mistake in the request or an
+unusable checkpoint, 3 the environment or the conversion failed, 130 Ctrl-C, 143 SIGTERM. ``--verbose`` adds the
+traceback; an unexpected exception is reported as a bug with the file its traceback was written to. Backends add
+their own options to their subcommand; only the backend named on the command line is imported.
 
 Parsing has two argparse stages, as git and pip do: the first reads the global options and the command
 name and leaves the rest to the command's own parser, which for a backend exists only once that backend
@@ -16,19 +18,52 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter_core import plugins
-from exporter_core.errors import ExporterError, UserError, ValidationError
+from exporter_core.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EnvironmentProblemError,
+    ExporterError,
+    TerminationRequested,
+    UserError,
+    ValidationError,
+    did_you_mean,
+    spelling_flags,
+)
 from exporter_core.loading import PREPROCESSOR_KINDS
+from exporter_core.output import MACHINE_ERRNOS, interruptions_as_exceptions, os_error
 from exporter_core.tasks import AVAILABLE_FEATURES, FEATURE_ALIASES
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.backend import Backend
 
-__all__ = ["add_common_arguments", "main", "run_cli"]
+__all__ = ["EXIT_STATUSES", "add_common_arguments", "main", "run_cli"]
+
+#: The exit statuses of every command, as `--help` and the user guide list them.
+EXIT_STATUSES = (
+    (0, "exported and validated"),
+    (1, "validation failed (the report is written; the model is kept only with --keep-invalid)"),
+    (2, "a mistake in the request, or a checkpoint that cannot be used (damaged, missing head weights, NaN)"),
+    (
+        3,
+        "the environment or the conversion failed: a backend or dependency missing, disk full, permission "
+        "denied, a backend error, or a bug in exporter (the message says which)",
+    ),
+    (130, "interrupted by Ctrl-C (SIGINT): nothing is left behind"),
+    (143, "stopped by SIGTERM: nothing is left behind"),
+)
+
+
+def _exit_status_text() -> str:
+    return "exit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_STATUSES)
+
 
 logger = logging.getLogger("exporter")
 
@@ -69,6 +104,31 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fals
     parser.add_argument(
         "--keep-invalid", action="store_true", help="Keep the exported files even when validation fails."
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Export into a folder that already holds files: the files of a previous export of the same artifact "
+        "are replaced as a whole, other files are left alone.",
+    )
+    parser.add_argument(
+        "--allow-random-head",
+        action="store_true",
+        help="Export a feature whose head weights the checkpoint lacks (randomly initialised; the report says so).",
+    )
+    parser.add_argument("--allow-nonfinite", action="store_true", help="Export weights that hold NaN or Inf values.")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="Also write the JSON validation report to PATH (written whether validation passes or fails).",
+    )
+    if legacy:
+        parser.add_argument(
+            "--export_with_transformers",
+            action="store_true",
+            help="Accepted for scripts of the old tool and ignored: there is only one export path now.",
+        )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show tracebacks and library warnings.")
     parser.add_argument(
         "output",
@@ -121,31 +181,73 @@ def _setup_logging() -> None:
     logger.propagate = False
 
 
+def _crash_report(exc: BaseException) -> str:
+    """Write the traceback of an unexpected exception to a file; return its path."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        handle, path = tempfile.mkstemp(prefix="exporter-crash-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError:
+        return "(could not be written; rerun with --verbose to see it)"
+    return path
+
+
+def _print_error(exc: BaseException, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    # A backend's conversion error has details a user mistake does not.
+    hint = (
+        ""
+        if verbose or isinstance(exc, (UserError, ValidationError, EnvironmentProblemError))
+        else " (rerun with --verbose for details)"
+    )
+    print(f"error: {exc}{hint}", file=sys.stderr)
+
+
 def run_cli(func: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
-    """Run `func(args)`, turning exporter errors into one line and an exit status."""
+    """Run `func(args)`: every failure becomes one line and an exit status (`EXIT_STATUSES`), Ctrl-C and SIGTERM
+    unwind the export (staging removed, worker processes ended) and exit 130 and 143."""
     verbose = bool(getattr(args, "verbose", False))
     try:
-        with _quiet_libraries(verbose):
+        with interruptions_as_exceptions(), spelling_flags(), _quiet_libraries(verbose):
             func(args)
-    except ValidationError as exc:
-        if verbose:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except UserError as exc:
-        if verbose:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ExporterError as exc:
-        if verbose:
-            raise
-        print(f"error: {exc} (rerun with --verbose for details)", file=sys.stderr)
-        return exc.exit_code
+    except TerminationRequested:
+        print("stopped by SIGTERM: the export was abandoned and its unfinished files removed", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
+        print("interrupted (Ctrl-C): the export was abandoned and its unfinished files removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ExporterError as exc:
+        _print_error(exc, verbose)
+        return exc.exit_code
+    except OSError as exc:
+        if exc.errno in MACHINE_ERRNOS:
+            error = os_error(exc, "the export")
+            _print_error(error, verbose)
+            return error.exit_code
+        return _report_bug(exc, verbose)
+    except MemoryError as exc:
+        _print_error(exc, verbose)
+        print("error: out of memory; free memory or export on a larger machine", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except Exception as exc:
+        return _report_bug(exc, verbose)
     return 0
+
+
+def _report_bug(exc: Exception, verbose: bool) -> int:
+    """An exception exporter did not expect: a bug. One line, and where the traceback went."""
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    summary = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    where = _crash_report(exc)
+    print(
+        f"error: internal error (a bug in exporter): {type(exc).__name__}: {summary}; the traceback is in {where}; "
+        "please report it with that file",
+        file=sys.stderr,
+    )
+    return EXIT_ENVIRONMENT
 
 
 def export_command(backend_name: str, args: argparse.Namespace, options: dict[str, Any]) -> None:
@@ -162,6 +264,10 @@ def export_command(backend_name: str, args: argparse.Namespace, options: dict[st
         framework=args.framework,
         cache_dir=args.cache_dir,
         keep_invalid=args.keep_invalid,
+        overwrite=args.overwrite,
+        allow_random_head=args.allow_random_head,
+        allow_nonfinite=args.allow_nonfinite,
+        report=args.report,
         options=options,
     )
     logger.info(f"All good, model saved at: {report.output}")
@@ -248,7 +354,7 @@ def _global_parser(backend_names: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exporter",
         description="Export 🤗 Transformers models to ONNX, TorchScript and AWS Neuron, validated against PyTorch.",
-        epilog=f"commands:\n{listing}",
+        epilog=f"commands:\n{listing}\n\n{_exit_status_text()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_global_arguments(parser)
@@ -258,7 +364,9 @@ def _global_parser(backend_names: list[str]) -> argparse.ArgumentParser:
 
 
 def _command_parser(prog: str, add_arguments: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog)
+    parser = argparse.ArgumentParser(
+        prog=prog, epilog=_exit_status_text(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     _add_global_arguments(parser)
     return parser
@@ -296,10 +404,8 @@ def _verbose_in(arguments: list[str]) -> bool:
 
 
 def _report(exc: ExporterError, verbose: bool) -> int:
-    """Print `exc` as one error line (or re-raise it with --verbose) and return its exit status."""
-    if verbose:
-        raise exc
-    print(f"error: {exc}", file=sys.stderr)
+    """Print `exc` as one error line (after its traceback with --verbose) and return its exit status."""
+    _print_error(exc, verbose)
     return exc.exit_code
 
 
@@ -323,15 +429,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(exc, first.verbose or _verbose_in(arguments))
         parser, arguments = _backend_parser(command, backend_cls, arguments)
     else:
-        from exporter.install import backend_packages
+        from exporter.install import backend_packages, install_command
 
         packages = backend_packages(command)
-        hint = (
-            f"install it with: pip install {' '.join(packages)}"
-            if packages
-            else "run `exporter backends` to see what is installed"
+        if packages:
+            print(
+                f"error: the {command} backend is not installed; install it with: {install_command(packages)}",
+                file=sys.stderr,
+            )
+            return EXIT_ENVIRONMENT
+        known = [*BUILTIN_COMMANDS, *names]
+        print(
+            f"error: unknown command or backend {command!r}{did_you_mean(command, known)}; run `exporter backends` "
+            "to see what is installed",
+            file=sys.stderr,
         )
-        print(f"error: unknown command or backend {command!r}; {hint}", file=sys.stderr)
         return 2
     args = parser.parse_args(arguments)
     args.verbose = bool(getattr(args, "verbose", False)) or first.verbose

@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING
 try:
     import exporter_torchscript as _exporter_torchscript  # noqa: F401
 except ImportError as _exc:  # pragma: no cover - exercised in the facade-only nox session
-    raise ImportError("exporter.torchscript needs the TorchScript backend: pip install exporter-torchscript") from _exc
+    from exporter.install import install_command
+
+    raise ImportError(
+        f"exporter.torchscript needs the TorchScript backend: {install_command(['exporter-torchscript'])}"
+    ) from _exc
 
 from exporter_torchscript import TracedModel, TraceMetadata, load, read_metadata, trace
 

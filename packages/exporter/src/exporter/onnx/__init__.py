@@ -13,7 +13,9 @@ from typing import Any
 try:
     import exporter_onnx as _exporter_onnx  # noqa: F401
 except ImportError as _exc:  # pragma: no cover - exercised in the facade-only nox session
-    raise ImportError("exporter.onnx needs the ONNX backend: pip install exporter-onnx") from _exc
+    from exporter.install import install_command
+
+    raise ImportError(f"exporter.onnx needs the ONNX backend: {install_command(['exporter-onnx'])}") from _exc
 
 from exporter_core.config import (
     EXTERNAL_DATA_FORMAT_SIZE_LIMIT,
