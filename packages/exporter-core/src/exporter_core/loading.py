@@ -483,11 +483,12 @@ def _check_stored_dtypes(folder: Path, declared: dict[str, dict[str, Any]], mode
 
 
 def _nonfinite_weights(model: Any) -> list[str]:
+    """Parameters holding NaN or Inf (buffers are left out: some models keep -inf masks there on purpose)."""
     import torch
 
     bad = []
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
+        for name, tensor in model.named_parameters():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 bad.append(name)
     return bad
