@@ -8,10 +8,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
-from exporter_core.errors import UnsupportedFeatureError
+from exporter_core.errors import BackendUnavailableError, UnsupportedFeatureError
 from exporter_neuron.commands import add_shape_arguments, configure_analyze
-from exporter_neuron.options import AUTO_CAST, AUTO_CAST_TYPES, OPTIONS, parse_options
-from exporter_neuron.sdk import require_sdk, unavailable_reason
+from exporter_neuron.options import AUTO_CAST, AUTO_CAST_TYPES, NeuronOptions, parse_options
+from exporter_neuron.sdk import require_sdk, sdk_problem, unavailable_reason
+
+#: Why Inf1 needs --sdk-python when this process has no working torch-neuron.
+INF1_NEEDS_ENVIRONMENT = (
+    "--target inf1 needs torch-neuron, which is built for PyTorch 1.13 and runs with Transformers 4.x: it cannot "
+    "share a process with exporter (Transformers 5 needs PyTorch 2.6 or newer). Point at an environment that has "
+    "it: --sdk-python /opt/aws_neuron_venv_pytorch/bin/python (Deep Learning AMI), or --sdk-python auto"
+)
 
 __all__ = ["NeuronBackend"]
 
@@ -24,7 +31,6 @@ class NeuronBackend(Backend):
     name = "neuron"
     display_name = "Neuron"
     default_artifact = "model_neuron.pt"
-    option_names = OPTIONS
 
     @classmethod
     def unavailable_reason(cls, target: str | None = None) -> str | None:
@@ -74,6 +80,15 @@ class NeuronBackend(Backend):
         parser.add_argument(
             "--compiler-workdir", default=None, metavar="DIR", help="Keep the compiler's intermediate files in DIR."
         )
+        parser.add_argument(
+            "--sdk-python",
+            default=None,
+            metavar="PYTHON",
+            help="Compile and run on the device in the Neuron SDK's own environment: the python of that "
+            "environment (or its folder), or auto for the Deep Learning AMI's aws_neuron(x)_venv_pytorch_*. The "
+            "checkpoint is loaded there with that environment's Transformers; the reference and the comparison "
+            "stay here. Needed for --target inf1 (torch-neuron needs PyTorch 1.13 and Transformers 4.x).",
+        )
 
     @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -87,6 +102,7 @@ class NeuronBackend(Backend):
             "auto_cast": args.auto_cast,
             "auto_cast_type": args.auto_cast_type,
             "compiler_workdir": args.compiler_workdir,
+            "sdk_python": args.sdk_python,
         }
 
     @classmethod
@@ -94,7 +110,14 @@ class NeuronBackend(Backend):
         """Known options with good values (see `exporter_neuron.options`), and the chosen target's SDK installed:
         a mistake, or a missing SDK, is refused before any model is loaded or file written."""
         parsed = parse_options(options)
-        require_sdk(parsed.target)
+        if parsed.sdk_python is not None:
+            from exporter_neuron.environments import resolve_sdk_python
+
+            resolve_sdk_python(parsed.sdk_python, parsed.target)
+        elif parsed.target == "inf1" and sdk_problem("inf1") is not None:
+            raise BackendUnavailableError(INF1_NEEDS_ENVIRONMENT)
+        else:
+            require_sdk(parsed.target)
         return parsed.to_dict()
 
     def export(self, request: ExportRequest) -> ExportResult:
@@ -109,6 +132,8 @@ class NeuronBackend(Backend):
         from exporter_torchscript.static import static_scenarios
 
         options = parse_options(request.options)
+        if options.sdk_python is not None:
+            return self._export_in_environment(request, options)
         installed = require_sdk(options.target)
         part = plan.main
         with plan.capture():
@@ -141,6 +166,54 @@ class NeuronBackend(Backend):
             name=part.name,
             artifact=request.artifact_name,
             runner=CompiledModuleRunner(path, contract),
+            export_inputs=dict(metadata.input_shapes),
+            scenarios=scenarios,
+        )
+        return ExportResult(artifacts=files, parts=[exported], metadata={"files": files, **metadata.to_dict()})
+
+    def _export_in_environment(self, request: ExportRequest, options: NeuronOptions) -> ExportResult:
+        """`export` with the SDK in its own interpreter (`exporter_neuron.environments`): compiled and run there,
+        the reference and the comparison here."""
+        from exporter_neuron.compiling import compile_in_environment
+        from exporter_neuron.environments import RemoteModuleRunner, SdkWorker, resolve_sdk_python
+        from exporter_neuron.metadata import metadata_path
+        from exporter_torchscript.static import static_scenarios
+
+        environment = resolve_sdk_python(str(options.sdk_python), options.target)
+        logger.info(f"Neuron SDK environment: {environment.summary()}")
+        plan = request.plan
+        part = plan.main
+        worker = SdkWorker(environment)
+        path = request.staging / request.artifact_name
+        with plan.capture():
+            compiled = compile_in_environment(
+                part.module,
+                part.config,
+                options,
+                worker,
+                path,
+                preprocessor=request.preprocessor,
+                feature=plan.feature,
+            )
+        metadata, contract = compiled.metadata, compiled.contract
+        if not metadata.compiled_by_aws_sdk:
+            logger.warning(
+                f"\t-[!] {metadata.sdk['distribution']} is a stand-in for AWS's SDK: the file is TorchScript traced "
+                "on CPU, not a Neuron artifact"
+            )
+        side_car = metadata_path(path)
+        side_car.write_text(metadata.to_json(), encoding="utf-8")
+        scenarios = static_scenarios(
+            part.module, part.config, contract, preprocessor=request.preprocessor, larger_batch=metadata.dynamic_batch
+        )
+        runner = RemoteModuleRunner(
+            worker, path, contract, sdk_module=str(metadata.sdk["module"]), dynamic_batch=metadata.dynamic_batch
+        )
+        files = [request.artifact_name, side_car.name]
+        exported = ExportedPart(
+            name=part.name,
+            artifact=request.artifact_name,
+            runner=runner,
             export_inputs=dict(metadata.input_shapes),
             scenarios=scenarios,
         )

@@ -16,13 +16,13 @@ Pure functions: nothing here imports torch or the SDK.
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from exporter_core.backend import refuse_unknown_options
-from exporter_core.errors import InvalidArgumentError, did_you_mean, option_hint
+from exporter_core.errors import InvalidArgumentError
 from exporter_neuron.sdk import DEFAULT_TARGET, TARGETS, sdk_for
 
 __all__ = [
@@ -49,6 +49,7 @@ OPTIONS = (
     "auto_cast",
     "auto_cast_type",
     "compiler_workdir",
+    "sdk_python",
 )
 
 _NEURON_CC_FAST_MATH = {
@@ -74,6 +75,8 @@ class NeuronOptions:
     auto_cast: str | None = None
     auto_cast_type: str | None = None
     compiler_workdir: str | None = None
+    #: The Neuron SDK's own interpreter (or its environment's folder, or ``auto``); None: this process's SDK.
+    sdk_python: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The options as `parse_options` reads them back (the dict the backend's `check_options` returns)."""
@@ -89,9 +92,8 @@ def _positive(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgumentError(
-            f"{name} must be a positive integer, got {value!r}; for example {option_hint(name, 16)}"
-        )
+        flag = "--" + name.replace("_", "-")
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}; for example {flag} 16")
     return value
 
 
@@ -113,25 +115,26 @@ def _flag_names(args: tuple[str, ...]) -> set[str]:
 
 def parse_options(options: Mapping[str, Any]) -> NeuronOptions:
     """`options` checked and normalised; a mistake raises `InvalidArgumentError` naming the fix."""
-    refuse_unknown_options("neuron", options, OPTIONS)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"the neuron backend has no option {', '.join(map(repr, unknown))}; its options are {', '.join(OPTIONS)}"
+        )
     target = options.get("target") or DEFAULT_TARGET
     if target not in TARGETS:
         raise InvalidArgumentError(
-            f"unknown Neuron target {target!r}{did_you_mean(str(target), TARGETS)}; choose one of "
-            f"{', '.join(TARGETS)} (for example {option_hint('target', 'inf2')})"
+            f"unknown Neuron target {target!r}; choose one of {', '.join(TARGETS)} (for example --target inf2)"
         )
     sequence_length = _positive("sequence_length", options.get("sequence_length"))
     if sequence_length is not None and sequence_length < 2:
         raise InvalidArgumentError(
-            "sequence_length must be at least 2 (room for the special tokens); for example "
-            f"{option_hint('sequence_length', 128)}"
+            "sequence_length must be at least 2 (room for the special tokens); for example --sequence-length 128"
         )
     auto_cast = options.get("auto_cast")
     auto_cast_type = options.get("auto_cast_type")
     if auto_cast is not None and auto_cast not in AUTO_CAST:
         raise InvalidArgumentError(
-            f"auto_cast must be one of {', '.join(AUTO_CAST)}, got {auto_cast!r}; for example "
-            f"{option_hint('auto_cast', 'matmul')}"
+            f"auto_cast must be one of {', '.join(AUTO_CAST)}, got {auto_cast!r}; for example --auto-cast matmul"
         )
     if auto_cast_type is not None:
         if auto_cast_type not in AUTO_CAST_TYPES:
@@ -159,6 +162,12 @@ def parse_options(options: Mapping[str, Any]) -> NeuronOptions:
     workdir = options.get("compiler_workdir")
     if workdir is not None and not isinstance(workdir, str):
         workdir = str(workdir)
+    sdk_python = options.get("sdk_python")
+    if sdk_python is not None and (not isinstance(sdk_python, (str, os.PathLike)) or not str(sdk_python)):
+        raise InvalidArgumentError(
+            f"sdk_python must be the path of a Python interpreter or 'auto', got {sdk_python!r}; "
+            "for example --sdk-python /opt/aws_neuronx_venv_pytorch_2_9/bin/python"
+        )
     return NeuronOptions(
         target=target,
         batch_size=_positive("batch_size", options.get("batch_size")),
@@ -168,6 +177,7 @@ def parse_options(options: Mapping[str, Any]) -> NeuronOptions:
         auto_cast=auto_cast,
         auto_cast_type=auto_cast_type,
         compiler_workdir=workdir,
+        sdk_python=None if sdk_python is None else str(sdk_python),
     )
 
 

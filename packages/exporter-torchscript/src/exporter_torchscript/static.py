@@ -51,6 +51,7 @@ __all__ = [
     "save_module",
     "sequence_size",
     "shared_parameter_groups",
+    "static_contract",
     "static_scenarios",
     "static_sizes",
     "trace_static",
@@ -206,14 +207,31 @@ def trace_static(
             module = tracer.trace(wrapper, tuple(dummy.values()))
         except Exception as exc:
             raise ExportError(tracer.failure(type(model).__name__, static, exc)) from exc
-    contract = TraceMetadata(
+    contract = static_contract(
+        model, config, dummy, preprocessor=preprocessor, feature=feature, tracer_warnings=tracer_warnings
+    )
+    return StaticTrace(module=module, contract=contract, example_inputs=dummy)
+
+
+def static_contract(
+    model: Any,
+    config: OnnxConfig,
+    dummy: Mapping[str, Any],
+    *,
+    preprocessor: Any = None,
+    feature: str | None = None,
+    tracer_warnings: list[str] | None = None,
+) -> TraceMetadata:
+    """The shape contract of a module traced from `model` on the example inputs `dummy` (`example_inputs`)."""
+    names = list(dummy)
+    return TraceMetadata(
         input_names=names,
         output_names=list(config.outputs),
         input_shapes={name: list(value.shape) for name, value in dummy.items()},
         input_dtypes={name: str(value.dtype).replace("torch.", "") for name, value in dummy.items()},
         input_axes={name: dict(config.inputs[name]) for name in names},
         output_axes={name: dict(axes) for name, axes in config.outputs.items()},
-        static_shape=static,
+        static_shape=static_shape_of(dummy, config.inputs),
         pad_token_id=pad_token_id_for(config.model_config, preprocessor),
         padding_side="right",
         untied_parameters=shared_parameter_groups(model),
@@ -222,9 +240,8 @@ def trace_static(
         feature=feature,
         torch_version=torch.__version__,
         transformers_version=_version("transformers"),
-        tracer_warnings=tracer_warnings,
+        tracer_warnings=list(tracer_warnings or []),
     )
-    return StaticTrace(module=module, contract=contract, example_inputs=dummy)
 
 
 def save_module(
