@@ -2,8 +2,8 @@
 
 Whatever is asked, no exception outside exporter's hierarchy escapes, the exit status is a documented one, and on
 every failure the output folder is as it was (a failed validation adds only its report). The default run tries
-``EXPORTER_FUZZ_EXAMPLES`` examples per entry point (12 unless set); under the ``exporter_matrix`` marker's run
-(``--exporter-matrix``) or with the variable set higher, more.
+``EXPORTER_FUZZ_EXAMPLES`` examples per entry point (12 unless set); the matrix tier (``--exporter-matrix``) runs
+the same properties marked ``exporter_matrix`` with ``EXPORTER_FUZZ_MATRIX_EXAMPLES`` (150 unless set).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from exporter_core.errors import ExporterError, ValidationError  # noqa: E402
 
 DOCUMENTED = {code for code, _ in EXIT_STATUSES}
 EXAMPLES = int(os.environ.get("EXPORTER_FUZZ_EXAMPLES", "12"))
+#: Examples per entry point in the matrix tier (the tests marked exporter_matrix).
+MATRIX_EXAMPLES = int(os.environ.get("EXPORTER_FUZZ_MATRIX_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -141,8 +143,7 @@ def base_checkpoint(checkpoint: Callable[..., Path]) -> Path:
     return checkpoint("bert", "sequence-classification")
 
 
-@FUZZ
-@given(
+API_CASES = given(
     damage=st.sampled_from(sorted(DAMAGE)),
     feature=FEATURES,
     opset=OPSETS,
@@ -150,7 +151,9 @@ def base_checkpoint(checkpoint: Callable[..., Path]) -> Path:
     extra=EXTRA,
     output_kind=OUTPUTS,
 )
-def test_python_api_fails_only_in_documented_ways(
+
+
+def _python_api_fails_only_in_documented_ways(
     base_checkpoint: Path,
     tmp_path: Path,
     damage: str,
@@ -179,8 +182,7 @@ def test_python_api_fails_only_in_documented_ways(
         assert not [p for p in room.rglob(".exporter-*")]
 
 
-@FUZZ
-@given(
+CLI_CASES = given(
     damage=st.sampled_from(sorted(DAMAGE)),
     feature=FEATURES,
     opset=st.sampled_from(["9", "13", "17", "x", "-1"]),
@@ -190,7 +192,9 @@ def test_python_api_fails_only_in_documented_ways(
     ),
     output_kind=OUTPUTS,
 )
-def test_command_line_exits_only_with_documented_statuses(
+
+
+def _command_line_exits_only_with_documented_statuses(
     base_checkpoint: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -223,3 +227,15 @@ def test_command_line_exits_only_with_documented_statuses(
         _check_failure(before, room, allow_report=code == 1)
     if code not in (0, 1) and "usage:" not in err:
         assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+
+
+test_python_api_fails_only_in_documented_ways = FUZZ(API_CASES(_python_api_fails_only_in_documented_ways))
+test_command_line_exits_only_with_documented_statuses = FUZZ(
+    CLI_CASES(_command_line_exits_only_with_documented_statuses)
+)
+test_python_api_many_examples = pytest.mark.exporter_matrix(
+    settings(FUZZ, max_examples=MATRIX_EXAMPLES)(API_CASES(_python_api_fails_only_in_documented_ways))
+)
+test_command_line_many_examples = pytest.mark.exporter_matrix(
+    settings(FUZZ, max_examples=MATRIX_EXAMPLES)(CLI_CASES(_command_line_exits_only_with_documented_statuses))
+)
