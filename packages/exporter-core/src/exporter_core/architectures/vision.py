@@ -68,7 +68,7 @@ def _pixel_values(model_config: Any, preprocessor: Any, spec: dummy_inputs.Dummy
 class VisionOnnxConfig(OnnxConfig):
     """Image encoders taking ``pixel_values``: features default and image-classification, atol 1e-4."""
 
-    features = ("default", "image-classification")
+    features: ClassVar[tuple[str, ...]] = ("default", "image-classification")
     atol = 1e-4
 
     @property
