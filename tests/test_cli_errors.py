@@ -11,7 +11,8 @@ from conftest import run_module
 
 
 def _single_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    # "feature: ..." says which feature was chosen when --feature is not given; it is not part of the failure.
+    lines = [line for line in stderr.strip().splitlines() if line.strip() and not line.startswith("feature: ")]
     assert "Traceback" not in stderr
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: ")
