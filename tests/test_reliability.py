@@ -131,6 +131,15 @@ def test_low_opset_names_the_operator_in_the_callers_words(cli, checkpoint, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("backend", ["torchscript", "neuron"])
+def test_sequence_beyond_the_positions_refused_before_loading(checkpoint, tmp_path, no_model_loading, backend):
+    if backend not in exporter.list_backends():
+        pytest.skip(f"{backend} is not installed")
+    with pytest.raises(InvalidArgumentError, match=r"longer than the model's \d+ positions; pass sequence_length="):
+        exporter.export(checkpoint("bert"), tmp_path / "out", format=backend, sequence_length=100_000)
+    assert not (tmp_path / "out").exists()
+
+
 def test_old_tool_accepts_export_with_transformers(tmp_path):
     result = run_module(
         "exporter.onnx", "--export_with_transformers", "--model", str(tmp_path / "nope"), str(tmp_path / "out")

@@ -133,9 +133,10 @@ class Backend(abc.ABC):
         return {}
 
     @classmethod  # noqa: B027 - an optional hook: the default checks nothing more
-    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type) -> None:
-        """Refuse `options` (as `check_options` returned them) that the architecture's config class cannot honour
-        (an opset below its lowest), before the checkpoint's weights are read."""
+    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type, model_config: Any = None) -> None:
+        """Refuse `options` (as `check_options` returned them) that the architecture's config class or the
+        checkpoint's Transformers config (None when it cannot be read alone) cannot honour: an opset below the
+        architecture's lowest, a sequence longer than the model's positions. Runs before the weights are read."""
 
     @abc.abstractmethod
     def export(self, request: ExportRequest) -> ExportResult:

@@ -33,6 +33,7 @@ __all__ = [
     "load_model",
     "load_model_checked",
     "load_preprocessor",
+    "read_config",
     "read_model_type",
     "resolve_checkpoint",
 ]
@@ -99,6 +100,17 @@ def read_model_type(folder: Path) -> str:
             f"{folder / 'config.json'} names no model_type; re-save it with save_pretrained"
         )
     return model_type
+
+
+def read_config(folder: Path) -> Any:
+    """The checkpoint's Transformers config, read without its weights; None when Transformers cannot read it
+    alone (a model type only a plugin knows): checks that need it are then left to loading."""
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except Exception:  # any failure here is reported, better worded, when the model is loaded
+        return None
 
 
 def model_class_for(feature: str, config_cls: type | None = None) -> Any:

@@ -120,6 +120,13 @@ class NeuronBackend(Backend):
             require_sdk(parsed.target)
         return parsed.to_dict()
 
+    @classmethod
+    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type, model_config: Any = None) -> None:
+        """A sequence longer than the model's positions is refused before the weights are read."""
+        from exporter_torchscript.backend import check_sequence_fits
+
+        check_sequence_fits(options.get("sequence_length"), model_config)
+
     def export(self, request: ExportRequest) -> ExportResult:
         """Compile the plan's part at the static shape, save it with its metadata, and say where to validate it: at
         the compiled shape, with smaller inputs the loader pads, and with dynamic batching at a larger batch."""

@@ -75,7 +75,7 @@ class OnnxBackend(Backend):
         return {"opset": opset, "engine": engine}
 
     @classmethod
-    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type) -> None:
+    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type, model_config: Any = None) -> None:
         """An opset below the architecture's lowest is refused naming the operator that needs it."""
         opset = options.get("opset")
         lowest = getattr(config_cls, "min_onnx_opset", None)

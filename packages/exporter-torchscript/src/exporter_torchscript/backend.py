@@ -9,10 +9,24 @@ from typing import Any
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult, refuse_unknown_options
 from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError, option_hint
 
-__all__ = ["TorchScriptBackend"]
+__all__ = ["TorchScriptBackend", "check_sequence_fits"]
 
 #: Options `export` reads from `ExportRequest.options`.
 OPTIONS = ("batch_size", "sequence_length")
+
+
+def check_sequence_fits(sequence_length: int | None, model_config: Any) -> None:
+    """Refuse a sequence length beyond the model's positions (read from its config, when there is one)."""
+    if sequence_length is None or model_config is None:
+        return
+    from exporter_core.model_config import ModelConfigView
+
+    limit = ModelConfigView(model_config).max_positions
+    if limit is not None and sequence_length > limit:
+        raise InvalidArgumentError(
+            f"sequence_length {sequence_length} is longer than the model's {limit} positions; pass "
+            f"{option_hint('sequence_length', limit)} or less"
+        )
 
 
 def _positive(name: str, value: Any) -> int | None:
@@ -65,6 +79,11 @@ class TorchScriptBackend(Backend):
                 f"{option_hint('sequence_length', 16)}"
             )
         return checked
+
+    @classmethod
+    def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type, model_config: Any = None) -> None:
+        """A sequence longer than the model's positions is refused before the weights are read."""
+        check_sequence_fits(options.get("sequence_length"), model_config)
 
     def export(self, request: ExportRequest) -> ExportResult:
         """Trace the plan's part at the static shape, save it with its contract, and say where to validate it:

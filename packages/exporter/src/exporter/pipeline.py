@@ -238,7 +238,7 @@ def run_export(
             f"{model_type} does not support feature {feature!r}{did_you_mean(feature, supported)}; supported "
             f"features: {', '.join(supported)}"
         )
-    backend_cls.check_for_architecture(backend_options, config_cls)
+    backend_cls.check_for_architecture(backend_options, config_cls, loading.read_config(folder))
     loading.check_checkpoint_files(folder)
     loaded = loading.load_model_checked(
         folder,
