@@ -12,9 +12,21 @@ the checkpoint's own config:
 - the tiny test sizes: the type's own config fields, shrunk (`TINY_FIELDS`), special ids brought inside the tiny
   vocabulary, then per-type overrides, each with its reason (`_TINY_OVERRIDES`).
 
-What a few types add is declared in tables, not in subclasses: extra inputs (`_EXTRA_INPUTS`: LUKE's entities,
-MarkupLM's XPath ids, LayoutLMv3's boxes and page image, RoCBert's glyph and pinyin ids, ERNIE's task ids,
-Longformer's global attention) and extra outputs (`_EXTRA_OUTPUTS`: LUKE's entity states).
+What a few types add is declared in tables, not in subclasses: inputs in forward order (`_INPUT_ORDER`: LUKE's
+entities, MarkupLM's XPath ids, LayoutLMv3's boxes and page image, RoCBert's glyph and pinyin ids, ERNIE's task
+ids, Longformer's global attention, set on the first token as for classification), and in `outputs` LUKE's entity
+states, LayoutLMv3's page patches after the text, Funnel's pooled sequence for encoder-only checkpoints.
+
+X-MOD picks one language adapter per row; the export serves one language, the checkpoint's ``default_language``,
+or the first language it was trained with (``languages[0]``, ``en_XX`` for the released ones) when it names none.
+
+Refused, with the reason, where an export cannot compute what the model computes:
+
+- ONNX files (any batch and sequence length) of Funnel, CANINE and Longformer, whose forward fixes Python values
+  from the sequence length or the data (`_DYNAMIC_SHAPE_REFUSALS`); static traces (TorchScript, Neuron) serve them.
+  A Longformer trace takes the global-attention path: give at least one token global attention (as its heads do);
+- static traces of YOSO, whose attention is a Python ``autograd.Function``; ONNX inlines it;
+- Nystromformer with fewer landmarks than segment tokens, which Transformers itself fails to run on padded rows.
 """
 
 from __future__ import annotations
@@ -28,9 +40,13 @@ import numpy as np
 
 from exporter_core.architectures.llm import model_config_fields
 from exporter_core.config import TextEncoderOnnxConfig
+from exporter_core.errors import UnsupportedFeatureError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig
+
     from exporter_core.dummy_inputs import DummySpec
+    from exporter_core.plan import ExportPlan
 
 __all__ = ["HEAD_MAPPINGS", "TINY_FIELDS", "TextEncoderFamilyOnnxConfig"]
 
@@ -105,8 +121,12 @@ _TINY_OVERRIDES: Mapping[str, Mapping[str, Any]] = {
     # Funnel: two blocks of one layer (one pooling step), one decoder layer. Its Auto mapping lists two classes
     # (with and without the decoder); a checkpoint names its own, as saved ones do.
     "funnel": {"block_sizes": [1, 1], "num_decoder_layers": 1, "architectures": ["FunnelModel"]},
+    # A window shorter than the validated rows, so that tokens fall out of it.
+    "longformer": {"attention_window": 4},
     # CANINE reads code points: a tiny model keeps its hashing, downsampling and local attention, shrunk.
     "canine": {"num_hash_functions": 4, "local_transformer_stride": 4},
+    # As many landmarks as segment tokens: exact attention, the one Nystromformer mode Transformers 5 runs with a
+    # mask (`_model_refusal`).
     "nystromformer": {"num_landmarks": 4, "segment_means_seq_len": 4, "conv_kernel_size": 3},
 }
 
@@ -127,6 +147,26 @@ _INPUT_ORDER: Mapping[str, tuple[str, ...]] = {
         "entity_position_ids",
     ),
 }
+#: Per model type, why a graph with dynamic axes cannot compute what the model computes. The ONNX backend, whose files
+#: take any batch and sequence length, refuses these types with the reason (`check_opset`, the hook only it calls);
+#: the static-shape backends trace one shape and serve them.
+_DYNAMIC_SHAPE_REFUSALS: Mapping[str, str] = {
+    "funnel": (
+        "Funnel's relative-shift attention builds its relative positions from Python lists over the sequence length "
+        "(Transformers keeps them Python ints on purpose), so the graph holds the traced length's positions and "
+        "torch.export refuses a dynamic sequence axis"
+    ),
+    "canine": (
+        "CANINE's local attention loops in Python over chunks of the sequence and its upsampling repeats the last "
+        "molecule (length mod downsampling_rate) times, both fixed at the traced length, so torch.export refuses a "
+        "dynamic sequence axis"
+    ),
+    "longformer": (
+        "Longformer decides in Python whether any token of the batch has global attention (`.item()` on the global "
+        "attention mask) and gathers the global tokens with data-dependent shapes, which torch.export cannot capture; "
+        "a trace would also fix the window padding branch of the traced length"
+    ),
+}
 _TEXT_ONLY = ("input_ids", "attention_mask", "token_type_ids")
 
 #: Types that read ``token_type_ids`` without a token-type embedding (Funnel builds its attention structure from
@@ -142,6 +182,9 @@ _PER_TOKEN: Mapping[str, str] = {
 }
 #: Code points dummy text draws from when the model has no vocabulary (CANINE): Latin-1.
 _CODE_POINTS = 256
+#: Token positions per LUKE entity in dummies. LUKE's tokenizer pads every mention to one length (30), so the
+#: axis is not padded like a sequence: dummies of every shape keep one length.
+_MENTION_LENGTH = 2
 _ENTITY_INPUTS = ("entity_ids", "entity_attention_mask", "entity_token_type_ids", "entity_position_ids")
 
 
@@ -149,6 +192,35 @@ class TextEncoderFamilyOnnxConfig(TextEncoderOnnxConfig):
     """A text encoder with BERT's heads; the features, inputs and tiny sizes come from its model type."""
 
     features: ClassVar[tuple[str, ...]] = tuple(HEAD_MAPPINGS)
+
+    def __init__(self, config: PretrainedConfig, task: str = "default", patching_specs: Any = None) -> None:
+        reason = self._model_refusal(config)
+        if reason is not None:
+            raise UnsupportedFeatureError(f"{config.model_type} {task}: {reason}")
+        super().__init__(config, task=task, patching_specs=patching_specs)
+
+    @staticmethod
+    def _model_refusal(config: PretrainedConfig) -> str | None:
+        """Why no backend can export `config`'s model faithfully, or None."""
+        if config.model_type == "nystromformer" and config.num_landmarks != config.segment_means_seq_len:
+            return (
+                f"with {config.num_landmarks} landmarks for segments of {config.segment_means_seq_len} tokens "
+                "(the approximate attention of the released checkpoints) the model takes exactly "
+                f"{config.segment_means_seq_len} tokens, so shorter texts must be padded, and on padded rows "
+                "Transformers' Nystromformer adds the (sequence x sequence) mask to the (landmarks x sequence) scores "
+                "and fails in PyTorch itself; only num_landmarks == segment_means_seq_len (exact attention) runs"
+            )
+        return None
+
+    def export_plan(self, model: Any, preprocessor: Any = None) -> ExportPlan:
+        """The one-part plan; refused by static-trace backends for YOSO, whose expectation kernel is Python."""
+        plan = super().export_plan(model, preprocessor)
+        if self.model_view.model_type == "yoso" and getattr(self._config, "use_expectation", False):
+            plan.static_trace_refusal = plan.static_trace_refusal or (
+                "yoso's expected-LSH attention is a Python autograd.Function (YosoCumulation), which a TorchScript "
+                "archive cannot hold; use the onnx backend"
+            )
+        return plan
 
     @classmethod
     def supported_features(cls, model_type: str) -> tuple[str, ...]:
@@ -239,6 +311,17 @@ class TextEncoderFamilyOnnxConfig(TextEncoderOnnxConfig):
             arrays.update(self._entity_arrays(mask, rng))
         return {name: arrays[name] for name in names}
 
+    def check_opset(self, opset: int) -> None:
+        """Refuse the types a graph with dynamic axes cannot serve (`_DYNAMIC_SHAPE_REFUSALS`), then the base checks."""
+        model_type = self.model_view.model_type
+        reason = _DYNAMIC_SHAPE_REFUSALS.get(model_type)
+        if reason is not None:
+            raise UnsupportedFeatureError(
+                f"{model_type} cannot be exported to a file that takes any sequence length: {reason}; export it with "
+                "a static-shape backend (torchscript, neuron), which traces one shape and pads shorter inputs"
+            )
+        super().check_opset(opset)
+
     def _base_arrays(self, config: Any, preprocessor: Any, spec: DummySpec) -> dict[str, np.ndarray]:
         """The base class's arrays (text, ``bbox``) made with `config` in place of the model config."""
         saved, self._config = self._config, config
@@ -248,15 +331,15 @@ class TextEncoderFamilyOnnxConfig(TextEncoderOnnxConfig):
             self._config = saved
 
     def _entity_arrays(self, mask: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """LUKE's entities: a third as many as tokens, each a mention of up to as many tokens as entities, within
-        each row's real tokens; the last entity of shorter rows is padding (mask 0, positions -1)."""
+        """LUKE's entities: a third as many as tokens, each a mention of up to `_MENTION_LENGTH` tokens within each
+        row's real tokens; the last entity of shorter rows is padding (mask 0, positions -1)."""
         rows_shape, length = mask.shape[:-1], mask.shape[-1]
         count = max(1, length // 3)
         flat_mask = mask.reshape(-1, length)
         rows = flat_mask.shape[0]
         ids = rng.integers(1, int(self._config.entity_vocab_size), size=(rows, count), dtype=np.int64)
         entity_mask = np.ones((rows, count), dtype=np.int64)
-        positions = np.full((rows, count, count), -1, dtype=np.int64)
+        positions = np.full((rows, count, _MENTION_LENGTH), -1, dtype=np.int64)
         for row in range(rows):
             real = int(flat_mask[row].sum())
             if real < length and count > 1:
@@ -265,7 +348,7 @@ class TextEncoderFamilyOnnxConfig(TextEncoderOnnxConfig):
                 if not entity_mask[row, entity]:
                     continue
                 start = int(rng.integers(0, real))
-                span = min(1 + entity % count, real - start)
+                span = min(1 + entity % _MENTION_LENGTH, real - start)
                 positions[row, entity, :span] = np.arange(start, start + span)
         ids = ids * entity_mask
         shaped = {
@@ -296,8 +379,13 @@ class TextEncoderFamilyOnnxConfig(TextEncoderOnnxConfig):
 
     @property
     def values_override(self) -> Mapping[str, Any] | None:
-        """No cache; X-MOD's adapters set to its default language (the first it was trained with when unset)."""
+        """No cache; X-MOD's adapters set to its default language (the first it was trained with when unset);
+        Longformer's export switch."""
         override = dict(super().values_override or {})
+        if self.model_view.model_type == "longformer":
+            # Transformers' own switch for export: overlapping chunks by `unfold` instead of `as_strided` over a
+            # size computed with `.item()` (the same chunks).
+            override["onnx_export"] = True
         languages = getattr(self._config, "languages", None)
         if languages and getattr(self._config, "default_language", None) is None:
             override["default_language"] = str(languages[0])
