@@ -34,18 +34,40 @@ import numpy as np
 
 from exporter_core import dummy_inputs
 from exporter_core.architectures.decoders import CausalLMFromDecoderMixin, cache_keyword
-from exporter_core.cache import PAST_PREFIX, CacheLayout
-from exporter_core.config import OnnxConfig, OnnxSeq2SeqConfigWithPast
+from exporter_core.architectures.routing import dense_experts_specs, routing_refusal
+from exporter_core.architectures.seq2seq_parts import (
+    DECODER_AXIS,
+    DECODER_FILE,
+    DECODER_WITH_PAST_FILE,
+    ENCODER_AXIS,
+    ENCODER_FILE,
+    PAST_DECODER_AXIS,
+    TOTAL_DECODER_AXIS,
+    Seq2SeqDecoderOnnxConfig,
+    Seq2SeqEncoderOnnxConfig,
+    decoder_sized,
+)
+from exporter_core.cache import CacheLayout
+from exporter_core.config import OnnxSeq2SeqConfigWithPast, PatchingSpec
+from exporter_core.errors import UnsupportedFeatureError
 from exporter_core.model_config import ModelConfigView
 from exporter_core.tasks import COMMON_OUTPUTS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from exporter_core.plan import ExportPlan, PlanCheck, Scenario
+    from transformers import PretrainedConfig
+
+    from exporter_core.plan import ExportPlan, PlanCheck
 
 __all__ = [
+    "DECODER_AXIS",
     "DECODER_FILE",
     "DECODER_WITH_PAST_FILE",
+    "ENCODER_AXIS",
     "ENCODER_FILE",
+    "PAST_DECODER_AXIS",
+    "SEQ2SEQ_MAPPINGS",
+    "TINY_SEQ2SEQ_FIELDS",
+    "TOTAL_DECODER_AXIS",
     "BartOnnxConfig",
     "BigBirdPegasusOnnxConfig",
     "BlenderbotOnnxConfig",
@@ -56,35 +78,17 @@ __all__ = [
     "PLBartOnnxConfig",
     "Seq2SeqDecoderOnnxConfig",
     "Seq2SeqEncoderOnnxConfig",
+    "Seq2SeqLMOnnxConfig",
+    "Seq2SeqLMWithCausalLMOnnxConfig",
     "Seq2SeqOnnxConfig",
     "T5OnnxConfig",
 ]
-
-#: Files of a with-past encoder-decoder export (the names ONNX Runtime users know).
-ENCODER_FILE = "encoder_model.onnx"
-DECODER_FILE = "decoder_model.onnx"
-DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
-
-ENCODER_AXIS = "encoder_sequence"
-DECODER_AXIS = "decoder_sequence"
-PAST_DECODER_AXIS = "past_decoder_sequence"
-TOTAL_DECODER_AXIS = "past_decoder_sequence + decoder_sequence"
 
 _SEQ2SEQ_FEATURES = ("default", "default-with-past", "seq2seq-lm", "seq2seq-lm-with-past")
 _CAUSAL_FEATURES = ("causal-lm", "causal-lm-with-past")
 _HEAD_FEATURES = ("sequence-classification", "question-answering")
 #: Tasks whose model has a decoder a runtime drives token by token.
 _DECODING_TASKS = ("default", "seq2seq-lm")
-
-
-def _decoder_sized(task: str) -> OrderedDict[str, dict[int, str]]:
-    """The task's outputs with their sequence axes renamed to the decoder's."""
-    outputs = OrderedDict((name, dict(axes)) for name, axes in COMMON_OUTPUTS[task].items())
-    for axes in outputs.values():
-        for index, axis in list(axes.items()):
-            if axis == "sequence":
-                axes[index] = DECODER_AXIS
-    return outputs
 
 
 class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
@@ -164,7 +168,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
         if not self.is_decoding_task:
             return OrderedDict((name, dict(axes)) for name, axes in COMMON_OUTPUTS[self.task].items())
-        common = _decoder_sized(self.task)
+        common = decoder_sized(self.task)
         if self.use_past:
             self.fill_with_past_key_values_(common, direction="outputs")
         return common
@@ -187,9 +191,28 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
 
     # -- dummy and reference inputs -------------------------------------------------------------------------
     def encoder_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
-        """``input_ids`` and ``attention_mask`` of `spec`'s shape (from the tokenizer when there is one)."""
+        """``input_ids`` and ``attention_mask`` of `spec`'s shape (from the tokenizer when there is one).
+
+        For the heads, each row holds exactly one ``eos_token_id``, on its last real token: classification heads pool
+        the last eos of every row and refuse rows with different numbers of them (BART, T5).
+        """
         tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
-        return dummy_inputs.text_arrays(self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer)
+        arrays = dummy_inputs.text_arrays(
+            self._config, ["input_ids", "attention_mask"], spec.batch_size, spec, tokenizer
+        )
+        eos = self.model_view.single_eos_token_id
+        if self.is_decoding_task or eos is None:
+            return arrays
+        ids, mask = arrays["input_ids"].copy(), arrays["attention_mask"]
+        counts = (ids == eos).sum(axis=1)
+        if counts.min() == counts.max() and counts.min() > 0:
+            return arrays
+        filler = _filler_token(self.model_view, eos)
+        ids[ids == eos] = filler
+        last_real = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+        ids[np.arange(ids.shape[0]), last_real] = eos
+        arrays["input_ids"] = ids
+        return arrays
 
     def decoder_ids(self, rows: int, length: int, seed: int, *, starts: bool = True) -> np.ndarray:
         """Random decoder token ids (no special tokens), the first column the start token when `starts`."""
@@ -281,6 +304,12 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         )
 
     # -- how the model is called ----------------------------------------------------------------------------
+    def encoder_output(self, hidden: Any) -> Any:
+        """What the model takes as ``encoder_outputs`` for an encoder output `hidden` (decoder parts)."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        return BaseModelOutput(last_hidden_state=hidden)
+
     def make_cache(self, inputs: Mapping[str, Any] | None = None, *, cross: bool = True) -> Any:
         """An `EncoderDecoderCache` as ``generate`` builds it, filled from flat past tensors when given."""
         return self.layout.to_cache(inputs, self._config, cross=cross)
@@ -357,239 +386,15 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         return Seq2SeqDecoderOnnxConfig(self, with_past=with_past)
 
 
-class _PartConfig(OnnxConfig):
-    """A config describing one graph of an encoder-decoder export; sizes, opsets and tolerance come from `parent`."""
-
-    def __init__(self, parent: Seq2SeqOnnxConfig, task: str) -> None:
-        super().__init__(parent.model_config, task=task)
-        self.parent = parent
-
-    @property
-    def default_onnx_opset(self) -> int:
-        return self.parent.default_onnx_opset
-
-    @property
-    def atol_for_validation(self) -> float:
-        return self.parent.atol_for_validation
-
-    def check_opset(self, opset: int) -> None:
-        self.parent.check_opset(opset)
-
-
-class Seq2SeqEncoderOnnxConfig(_PartConfig):
-    """The encoder alone: ``input_ids``, ``attention_mask`` -> ``last_hidden_state`` (``encoder_model.onnx``).
-
-    Its module is the model's encoder (`module_of`).
-    """
-
-    def __init__(self, parent: Seq2SeqOnnxConfig) -> None:
-        super().__init__(parent, task="default")
-
-    @property
-    def inputs(self) -> Mapping[str, Mapping[int, str]]:
-        return OrderedDict(input_ids={0: "batch", 1: ENCODER_AXIS}, attention_mask={0: "batch", 1: ENCODER_AXIS})
-
-    @property
-    def outputs(self) -> Mapping[str, Mapping[int, str]]:
-        return OrderedDict(last_hidden_state={0: "batch", 1: ENCODER_AXIS})
-
-    @property
-    def values_override(self) -> Mapping[str, Any] | None:
-        return None
-
-    def dummy_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
-        return self.parent.encoder_arrays(preprocessor, spec)
-
-    def model_kwargs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return {**inputs, "return_dict": True}
-
-    @staticmethod
-    def module_of(model: Any) -> Any:
-        """The torch module this part's hooks call: the encoder of `model`."""
-        return model.get_encoder()
-
-
-class Seq2SeqDecoderOnnxConfig(_PartConfig):
-    """One decoder step over a given encoder output (``decoder_model.onnx`` / ``decoder_with_past_model.onnx``).
-
-    Its module is the whole model, called with ``encoder_outputs`` so that the encoder is not run again.
-    """
-
-    def __init__(self, parent: Seq2SeqOnnxConfig, *, with_past: bool) -> None:
-        super().__init__(parent, task=parent.task)
-        self.use_past = with_past
-
-    @property
-    def inputs(self) -> Mapping[str, Mapping[int, str]]:
-        common: OrderedDict[str, Mapping[int, str]] = OrderedDict(
-            input_ids={0: "batch", 1: DECODER_AXIS}, encoder_attention_mask={0: "batch", 1: ENCODER_AXIS}
-        )
-        if self.use_past:
-            common.update(self.parent.layout.past_inputs())
-        else:
-            common["encoder_hidden_states"] = {0: "batch", 1: ENCODER_AXIS}
-        return common
-
-    @property
-    def outputs(self) -> Mapping[str, Mapping[int, str]]:
-        common = _decoder_sized(self.task)
-        # With past the encoder keys and values never change: only the decoder's are returned.
-        common.update(self.parent.layout.present_outputs(cross=not self.use_past, with_past=self.use_past))
-        return common
-
-    @property
-    def values_override(self) -> Mapping[str, Any] | None:
-        return {"use_cache": True}
-
-    @property
-    def cache_layout(self) -> CacheLayout | None:
-        """The decoder's cache: returned by both steps, taken by the step with past."""
-        return self.parent.layout
-
-    def validation_scenarios(self, preprocessor: Any = None) -> list[Scenario]:
-        """The reference inputs, then other batch sizes, decoder lengths and past lengths (an empty past included)."""
-        from exporter_core.plan import Scenario
-
-        scenarios = [
-            Scenario("batch 3, encoder 9 padded, 1 decoder token", self.generate_reference_inputs(preprocessor))
-        ]
-        if self.use_past:
-            shapes: list[tuple[str, dict[str, Any]]] = [
-                (
-                    "batch 1, 1 token over a past of 1",
-                    dict(batch_size=1, encoder_length=5, decoder_length=1, past_length=1, padded=False),
-                ),
-                (
-                    "batch 4, 3 tokens over a past of 23, padded encoder",
-                    dict(batch_size=4, encoder_length=12, decoder_length=3, past_length=23),
-                ),
-                ("batch 2, empty past", dict(batch_size=2, encoder_length=7, decoder_length=2, past_length=0)),
-            ]
-        else:
-            shapes = [
-                (
-                    "batch 1, 7 decoder tokens over 4 encoder tokens",
-                    dict(batch_size=1, encoder_length=4, decoder_length=7, padded=False),
-                )
-            ]
-        for label, shape in shapes:
-            scenarios.append(Scenario(label, self.generate_inputs(preprocessor, seed=7, framework="np", **shape)))
-        return scenarios
-
-    def dummy_arrays(
-        self,
-        preprocessor: Any,
-        spec: dummy_inputs.DummySpec,
-        *,
-        decoder_length: int | None = None,
-        past_length: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Decoder ids, an encoder mask (right-padded when `spec.padded`), and an encoder output or past tensors."""
-        parent = self.parent
-        if decoder_length is None:
-            decoder_length = (
-                parent.traced_new_tokens
-                if self.use_past
-                else max(2, spec.sequence_length - parent.decoder_length_offset)
-            )
-        if past_length is None:
-            past_length = spec.sequence_length + parent.past_length_offset
-        encoder_length = spec.sequence_length
-        mask = dummy_inputs.padding_mask(
-            dummy_inputs.row_lengths(spec.batch_size, encoder_length, spec.padded), encoder_length, "right"
-        )
-        arrays = {
-            "input_ids": parent.decoder_ids(spec.batch_size, decoder_length, spec.seed, starts=not self.use_past),
-            "encoder_attention_mask": mask,
-        }
-        if self.use_past:
-            arrays.update(parent.past_arrays(spec.batch_size, past_length, encoder_length, spec.seed))
-        else:
-            rng = np.random.default_rng(spec.seed + 2000)
-            shape = (spec.batch_size, encoder_length, parent.hidden_size)
-            arrays["encoder_hidden_states"] = rng.standard_normal(shape).astype(np.float32)
-        return arrays
-
-    def generate_inputs(
-        self,
-        preprocessor: Any = None,
-        *,
-        batch_size: int,
-        encoder_length: int,
-        decoder_length: int,
-        past_length: int = 0,
-        padded: bool = True,
-        seed: int = 1,
-        framework: Any = "np",
-    ) -> OrderedDict[str, Any]:
-        """Inputs at explicit lengths (`past_length` 0: an empty past), the encoder mask right-padded when `padded`."""
-        spec = dummy_inputs.DummySpec(batch_size=batch_size, sequence_length=encoder_length, padded=padded, seed=seed)
-        arrays = self.dummy_arrays(preprocessor, spec, decoder_length=decoder_length, past_length=past_length)
-        return self.ordered_inputs(arrays, framework)
-
-    def generate_reference_inputs(
-        self, preprocessor: Any = None, batch_size: int = 3, seq_length: int = 9, framework: Any = "np"
-    ) -> OrderedDict[str, Any]:
-        """Batch 3, encoder 9 with padding, one decoder token (as in generation); with past a past of 4 (traced: 11)."""
-        return self.generate_inputs(
-            preprocessor,
-            batch_size=batch_size,
-            encoder_length=seq_length,
-            decoder_length=1,
-            past_length=4 if self.use_past else 0,
-            framework=framework,
-        )
-
-    def model_kwargs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        from transformers.modeling_outputs import BaseModelOutput
-
-        hidden = inputs.get("encoder_hidden_states")
-        if hidden is None:
-            # With past, cross-attention reads its cached keys and values; the model still wants an encoder
-            # output (for its shape only).
-            key = inputs[next(n for n in self.parent.layout.names(PAST_PREFIX) if ".encoder." in n)]
-            hidden = key.new_zeros((key.shape[0], key.shape[2], self.parent.hidden_size))
-        return {
-            "decoder_input_ids": inputs["input_ids"],
-            "attention_mask": inputs["encoder_attention_mask"],
-            "encoder_outputs": BaseModelOutput(last_hidden_state=hidden),
-            cache_keyword(self._config): self.parent.make_cache(inputs if self.use_past else None),
-            "use_cache": True,
-            "return_dict": True,
-        }
-
-    @staticmethod
-    def module_of(model: Any) -> Any:
-        """The torch module this part's hooks call: the whole model."""
-        return model
-
-
 class _BartFamilyOnnxConfig(CausalLMFromDecoderMixin, Seq2SeqOnnxConfig):
     """BART and its relatives: the seq2seq features, the decoder alone as a causal LM, and two heads.
 
-    The classification head pools the last ``eos_token_id`` of every row, and refuses rows with different
-    numbers of them: dummies for the heads carry exactly one, on each row's last real token.
+    The classification head pools the last ``eos_token_id`` of every row (`Seq2SeqOnnxConfig.encoder_arrays`).
     """
 
     features: ClassVar[tuple[str, ...]] = (
         _SEQ2SEQ_FEATURES[:2] + _CAUSAL_FEATURES + _SEQ2SEQ_FEATURES[2:] + _HEAD_FEATURES
     )
-
-    def encoder_arrays(self, preprocessor: Any, spec: dummy_inputs.DummySpec) -> dict[str, np.ndarray]:
-        arrays = super().encoder_arrays(preprocessor, spec)
-        eos = self.model_view.single_eos_token_id
-        if self.is_decoding_task or eos is None:
-            return arrays
-        ids, mask = arrays["input_ids"].copy(), arrays["attention_mask"]
-        counts = (ids == eos).sum(axis=1)
-        if counts.min() == counts.max() and counts.min() > 0:
-            return arrays
-        filler = _filler_token(self.model_view, eos)
-        ids[ids == eos] = filler
-        last_real = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
-        ids[np.arange(ids.shape[0]), last_real] = eos
-        arrays["input_ids"] = ids
-        return arrays
 
 
 def _filler_token(view: ModelConfigView, eos: int) -> int:
@@ -688,3 +493,220 @@ class T5OnnxConfig(Seq2SeqOnnxConfig):
         "eos_token_id": 1,
         "decoder_start_token_id": 0,
     }
+
+
+# -- today's encoder-decoders: one generic family -----------------------------------------------------------------
+#: Feature -> the Auto mapping (``transformers.models.auto.modeling_auto``) listing the model types that have it.
+SEQ2SEQ_MAPPINGS: Mapping[str, str] = {
+    "default": "MODEL_MAPPING_NAMES",
+    "seq2seq-lm": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+    "causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "sequence-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+    "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+}
+
+#: Tiny test values, each set under every one of its names the config class has as a field of its own.
+TINY_SEQ2SEQ_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("vocab_size", "src_vocab_size", "tgt_vocab_size"), 99),
+    (("d_model", "hidden_size"), 32),
+    (("encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers", "num_encoder_layers"), 2),
+    (
+        (
+            "encoder_attention_heads",
+            "decoder_attention_heads",
+            "num_heads",
+            "num_encoder_attention_heads",
+            "num_decoder_attention_heads",
+        ),
+        4,
+    ),
+    (("d_kv",), 8),
+    (("encoder_ffn_dim", "decoder_ffn_dim", "d_ff"), 37),
+    (("max_position_embeddings", "max_encoder_position_embeddings", "max_decoder_position_embeddings"), 64),
+    # Routers: few experts of a capacity below the validated lengths, so that tokens overflow and are dropped.
+    (("num_experts",), 4),
+    (("expert_capacity",), 3),
+)
+
+#: Per model type, tiny sizes that differ from the derived ones (each with its reason).
+_TINY_SEQ2SEQ_OVERRIDES: Mapping[str, Mapping[str, Any]] = {
+    # Blocks of local attention and global tokens shorter than the validated inputs, so several blocks are used.
+    "pegasus_x": {"block_size": 4, "num_global_tokens": 2},
+    # Windows of Longformer attention shorter than the validated inputs (padded inside the model to a multiple).
+    "led": {"attention_window": 4},
+    # Transient-global attention (local attention plus block summaries), blocks shorter than the inputs.
+    "longt5": {"encoder_attention_type": "transient-global", "local_radius": 2, "global_block_size": 3},
+    # One sparse (routed) layer of two in the encoder and in the decoder.
+    "nllb-moe": {"encoder_sparse_step": 2, "decoder_sparse_step": 2},
+    "switch_transformers": {"num_sparse_encoder_layers": 1, "num_sparse_decoder_layers": 1},
+}
+
+
+#: Model types no export can serve faithfully, with the reason (every feature is refused before export).
+_REFUSALS: Mapping[str, str] = {
+    "led": (
+        "its Longformer encoder pads the input to a multiple of attention_window and cuts it into overlapping chunks "
+        "with sizes computed in Python from the input length, so a captured graph holds the traced length only and "
+        "fails (reshape) at any other; no faithful export exists today"
+    ),
+    "pegasus_x": (
+        "its encoder pads the input to a multiple of block_size and reshapes it into blocks with sizes computed in "
+        "Python from the input length, so a captured graph holds the traced length only and fails (reshape) at any "
+        "other; no faithful export exists today"
+    ),
+}
+
+#: Model types whose cache no with-past graph can carry faithfully, with the reason.
+_PAST_REFUSALS: Mapping[str, str] = {
+    "prophetnet": (
+        "its decoder caches one token per call only (Transformers refuses decoder_input_ids longer than 1 with "
+        "use_cache), so a decoder graph with past cannot take the prompt or several tokens; export it without past"
+    ),
+}
+
+
+def _derived_seq2seq_sizes(model_type: str) -> dict[str, Any]:
+    from exporter_core.architectures.llm import model_config_fields
+
+    fields = model_config_fields(model_type)
+    sizes = {name: value for names, value in TINY_SEQ2SEQ_FIELDS for name in names if name in fields}
+    ids = [fields.get(name) for name in ("decoder_start_token_id", "bos_token_id")]
+    pad = fields.get("pad_token_id")
+    if all(not isinstance(value, int) for value in ids) and isinstance(pad, int):
+        # ``generate`` needs a start token: T5-like models start from the pad token (as T5's own config does).
+        sizes["decoder_start_token_id"] = pad
+    sizes.update(_TINY_SEQ2SEQ_OVERRIDES.get(model_type, {}))
+    return sizes
+
+
+class Seq2SeqLMOnnxConfig(Seq2SeqOnnxConfig):
+    """A Transformers 5 text encoder-decoder; the features and tiny sizes come from its model type.
+
+    Features: ``default`` and ``seq2seq-lm`` with and without past, and the heads the Auto mappings name for the
+    type (sequence classification, question answering, token classification: encoder inputs only). Graphs are
+    captured with eager attention, the implementation every one of these models has.
+    """
+
+    features: ClassVar[tuple[str, ...]] = _SEQ2SEQ_FEATURES + _HEAD_FEATURES + ("token-classification",)
+    export_attn_implementation: ClassVar[str | None] = "eager"
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        task: str = "default",
+        patching_specs: list[PatchingSpec] | None = None,
+        use_past: bool = False,
+    ) -> None:
+        model_type = str(getattr(config, "model_type", ""))
+        reason = _REFUSALS.get(model_type) or routing_refusal(config)
+        if reason is None and use_past:
+            reason = _PAST_REFUSALS.get(model_type)
+        if reason is not None:
+            feature = task + ("-with-past" if use_past else "")
+            raise UnsupportedFeatureError(f"{model_type} {feature}: {reason}")
+        specs = dense_experts_specs(model_type) + list(patching_specs or [])
+        super().__init__(config, task=task, patching_specs=specs, use_past=use_past)
+
+    def encoder_output(self, hidden: Any) -> Any:
+        """A mixture-of-experts model reads its encoder's router logits too: `MoEModelOutput` (with none) for it."""
+        if not dense_experts_specs(self.model_view.model_type):
+            return super().encoder_output(hidden)
+        from transformers.modeling_outputs import MoEModelOutput
+
+        return MoEModelOutput(last_hidden_state=hidden)
+
+    @classmethod
+    def supported_features(cls, model_type: str) -> tuple[str, ...]:
+        """`features` narrowed to those whose Auto mapping lists `model_type`."""
+        from transformers.models.auto import modeling_auto
+
+        return tuple(
+            feature
+            for feature in cls.features
+            if model_type in getattr(modeling_auto, SEQ2SEQ_MAPPINGS[feature.removesuffix("-with-past")])
+        )
+
+    @classmethod
+    def tiny_sizes(cls, model_type: str) -> Mapping[str, Any]:
+        """The model type's own size fields shrunk (`TINY_SEQ2SEQ_FIELDS`), then the per-type overrides and the
+        class's `tiny_config`."""
+        sizes = _derived_seq2seq_sizes(model_type)
+        sizes.update(cls.tiny_config)
+        return sizes
+
+
+class Seq2SeqLMWithCausalLMOnnxConfig(CausalLMFromDecoderMixin, Seq2SeqLMOnnxConfig):
+    """A BART-like encoder-decoder (Pegasus, MVP) whose decoder alone is also a causal LM (``...ForCausalLM``)."""
+
+    features: ClassVar[tuple[str, ...]] = Seq2SeqLMOnnxConfig.features + _CAUSAL_FEATURES
+
+
+def _t5gemma_module(hidden_size: int) -> dict[str, Any]:
+    """Tiny sizes of a T5Gemma encoder or decoder: grouped key/value heads, a sliding-window and a full layer."""
+    return {
+        "vocab_size": 99,
+        "hidden_size": hidden_size,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "query_pre_attn_scalar": 8,
+        "max_position_embeddings": 64,
+        "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+    }
+
+
+class T5GemmaOnnxConfig(Seq2SeqLMOnnxConfig):
+    """T5Gemma: Gemma 2 layers as encoder and decoder, each with its own config (``encoder``, ``decoder``).
+
+    The cache holds the decoder's grouped key/value heads; the encoder may be wider than the decoder (its width is
+    what the decoder parts take as ``encoder_hidden_states``). Sliding-window self-attention layers keep every token
+    in the exported cache and apply the window by the mask, as the decoder-only LLM family does.
+    """
+
+    # An encoder wider than the decoder, as in the unbalanced checkpoints (9B encoder, 2B decoder).
+    tiny_config: ClassVar[Mapping[str, Any]] = {
+        "vocab_size": 99,
+        "encoder": _t5gemma_module(48),
+        "decoder": _t5gemma_module(32),
+    }
+
+    @property
+    def num_layers(self) -> tuple[int, int]:  # type: ignore[override]
+        return self._config.encoder.num_hidden_layers, self._config.decoder.num_hidden_layers
+
+    @property
+    def num_attention_heads(self) -> tuple[int, int]:  # type: ignore[override]
+        """Key/value heads of the encoder and of the decoder (the cached heads)."""
+        return self._config.encoder.num_key_value_heads, self._config.decoder.num_key_value_heads
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self._config.encoder.hidden_size)
+
+    @property
+    def head_dim(self) -> int:
+        return int(self._config.decoder.head_dim)
+
+
+class ProphetNetOnnxConfig(Seq2SeqLMOnnxConfig):
+    """ProphetNet: besides the main stream, the decoder predicts ``ngram`` future tokens in streams of their own.
+
+    Without past, the graphs return them too: ``last_hidden_state_ngram`` (``default``) or ``logits_ngram``
+    (``seq2seq-lm``), (batch, ngram, decoder_sequence, ...), validated like the main stream.
+    """
+
+    @property
+    def outputs(self) -> Mapping[str, Mapping[int, str]]:
+        common = OrderedDict((name, dict(axes)) for name, axes in super().outputs.items())
+        if self.is_decoding_task and not self.use_past:
+            main = next(iter(common))
+            common[f"{main}_ngram"] = {0: "batch", 2: DECODER_AXIS}
+        return common
+
+    @property
+    def num_attention_heads(self) -> tuple[int, int]:  # type: ignore[override]
+        return self._config.num_encoder_attention_heads, self._config.num_decoder_attention_heads
