@@ -202,3 +202,17 @@ def test_whisper_prompt_and_suppressed_tokens_are_switched_off_on_both_sides() -
     assert fair.decoder_start_token_id == 3
     # Text encoder-decoders name nothing to switch off.
     assert SpeechSeq2SeqOnnxConfig.parity_neutral_generation == {}
+
+
+def test_moonshine_refuses_onnx_at_every_opset_with_the_reason() -> None:
+    from exporter_core.errors import OpsetError
+
+    for feature in ("speech2seq-lm", "speech2seq-lm-with-past"):
+        config = _config("moonshine", feature)
+        for opset in (14, 17, 18, 20):
+            with pytest.raises(OpsetError, match=r"attention_mask\[\.\.\., ::384\]"):
+                config.check_opset(opset)
+    with pytest.raises(OpsetError, match="strided slice"):
+        _config("moonshine").encoder_config().check_opset(18)  # the graphs of the with-past export too
+    _config("whisper").check_opset(17)
+    _config("speech_to_text").check_opset(18)

@@ -14,6 +14,8 @@ What differs per model is what the encoder takes and how the decoders mask the e
   length itself.
 - Moonshine: ``input_values`` (batch, samples), the raw waveform, and its ``attention_mask``. The encoder downsamples
   the mask and returns it: the encoder graph outputs it as ``encoder_attention_mask``, which the decoders take.
+  ONNX refuses Moonshine (`MOONSHINE_ONNX_REFUSAL`: neither ONNX engine can write that downsampling for a dynamic
+  audio length); TorchScript and Neuron trace its ``speech2seq-lm`` at one audio length.
 
 Inputs are synthetic: a waveform per row (a few tones and a little noise, rows of different durations) through the
 checkpoint's feature extractor when it has one, else through one built from the model config (the test kit saves
@@ -42,6 +44,7 @@ from exporter_core.architectures.seq2seq import (
 )
 from exporter_core.cache import PAST_PREFIX, CacheLayout
 from exporter_core.config import PatchingSpec
+from exporter_core.errors import OpsetError
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
@@ -49,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.plan import PlanCheck, Scenario
 
 __all__ = [
+    "MOONSHINE_ONNX_REFUSAL",
     "SAMPLING_RATE",
     "MoonshineOnnxConfig",
     "Speech2TextOnnxConfig",
@@ -455,19 +459,31 @@ def moonshine_output_lengths(self: Any, input_lengths: Any) -> Any:
 
     Transformers computes each convolution's output length as ``int((length - kernel) / stride + 1)``: the true
     division makes a float of the audio's length, which a tracer can only turn back into an int as a constant (the
-    traced length), so the encoder's mask would be cut to the traced length at every other one. Floor division gives
-    the same integers for every length the convolutions accept (at least their kernel) and stays symbolic.
+    traced length). Floor division gives the same integers for every length the convolutions accept (at least their
+    kernel) and stays computed from the input's shape in a trace.
     """
     length = (input_lengths - 127) // 64 + 1
     length = (length - 7) // 3 + 1
     return (length - 3) // 2 + 1
 
 
+#: Why Moonshine has no ONNX export (`MoonshineOnnxConfig.check_opset`).
+MOONSHINE_ONNX_REFUSAL = (
+    "moonshine cannot be exported to ONNX with a dynamic audio length: its encoder downsamples the attention mask "
+    "with a strided slice cut to the convolutions' output length (attention_mask[..., ::384][..., :length]); "
+    "torch.export cannot prove the cut within the slice and makes the mask's length data-dependent, and the "
+    "TorchScript-based exporter (opsets below 18) cannot write that slice either; export speech2seq-lm with the "
+    "torchscript backend (one static audio length) instead"
+)
+
+
 class MoonshineOnnxConfig(SpeechSeq2SeqOnnxConfig):
     """Moonshine: the raw waveform with its mask in; the encoder returns its downsampled mask for the decoders.
 
     While exporting (and computing the reference outputs), the encoder's output length is computed with
-    `moonshine_output_lengths` (the same integers, symbolic in the audio's length).
+    `moonshine_output_lengths` (the same integers, computed from the input's shape rather than as Python constants).
+    ONNX is refused at every opset (`MOONSHINE_ONNX_REFUSAL`); static traces (TorchScript, Neuron) serve
+    ``speech2seq-lm``.
     """
 
     decoder_mask_axis: ClassVar[str | None] = ENCODER_AXIS
@@ -502,6 +518,10 @@ class MoonshineOnnxConfig(SpeechSeq2SeqOnnxConfig):
             modeling_moonshine.MoonshinePreTrainedModel, "_get_feat_extract_output_lengths", moonshine_output_lengths
         )
         super().__init__(config, task=task, patching_specs=[lengths, *(patching_specs or [])], use_past=use_past)
+
+    def check_opset(self, opset: int) -> None:
+        """Refuse ONNX at every opset, with the reason (`MOONSHINE_ONNX_REFUSAL`)."""
+        raise OpsetError(MOONSHINE_ONNX_REFUSAL)
 
     @property
     def encoder_inputs(self) -> OrderedDict[str, dict[int, str]]:
