@@ -216,3 +216,15 @@ def test_moonshine_refuses_onnx_at_every_opset_with_the_reason() -> None:
         _config("moonshine").encoder_config().check_opset(18)  # the graphs of the with-past export too
     _config("whisper").check_opset(17)
     _config("speech_to_text").check_opset(18)
+
+
+def test_static_traces_refuse_moonshine_with_past_naming_the_onnx_refusal_too() -> None:
+    model = _model("moonshine")
+    plan = _config("moonshine").export_plan(model)
+    assert [part.artifact for part in plan.parts] == [
+        "encoder_model.onnx",
+        "decoder_model.onnx",
+        "decoder_with_past_model.onnx",
+    ]
+    assert plan.static_trace_refusal is not None and "onnx backend refuses moonshine" in plan.static_trace_refusal
+    assert _config("moonshine", "speech2seq-lm").export_plan(model).static_trace_refusal is None

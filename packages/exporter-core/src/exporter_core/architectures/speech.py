@@ -49,7 +49,7 @@ from exporter_core.errors import OpsetError
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
 
-    from exporter_core.plan import PlanCheck, Scenario
+    from exporter_core.plan import ExportPlan, PlanCheck, Scenario
 
 __all__ = [
     "MOONSHINE_ONNX_REFUSAL",
@@ -522,6 +522,17 @@ class MoonshineOnnxConfig(SpeechSeq2SeqOnnxConfig):
     def check_opset(self, opset: int) -> None:
         """Refuse ONNX at every opset, with the reason (`MOONSHINE_ONNX_REFUSAL`)."""
         raise OpsetError(MOONSHINE_ONNX_REFUSAL)
+
+    def export_plan(self, model: Any, preprocessor: Any = None) -> ExportPlan:
+        """The family's plan; with past, the static-trace refusal says that no backend serves it (ONNX refuses too)."""
+        plan = super().export_plan(model, preprocessor)
+        if plan.with_past:
+            plan.static_trace_refusal = (
+                f"{plan.feature!r} takes past key values, which a static trace fixes at one past length, and the onnx "
+                "backend refuses moonshine (its encoder's mask downsampling has no dynamic-length ONNX graph); export "
+                "speech2seq-lm without past"
+            )
+        return plan
 
     @property
     def encoder_inputs(self) -> OrderedDict[str, dict[int, str]]:
