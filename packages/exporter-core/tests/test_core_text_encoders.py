@@ -5,6 +5,7 @@ in the matrix tier)."""
 from __future__ import annotations
 
 from importlib import metadata
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ FAMILY_TYPES = sorted(
 )
 
 
-def _config(model_type: str, **overrides: object) -> object:
+def _config(model_type: str, **overrides: object) -> Any:
     from transformers import AutoConfig
 
     return AutoConfig.for_model(model_type, **{**TextEncoderFamilyOnnxConfig.tiny_sizes(model_type), **overrides})
