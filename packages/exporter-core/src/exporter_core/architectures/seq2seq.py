@@ -1,4 +1,10 @@
-"""Encoder-decoder text models: the BART family, Blenderbot, Marian, M2M-100 and T5.
+"""Encoder-decoder text models: the BART family, Blenderbot, Marian, M2M-100, T5, and a generic family for today's.
+
+`Seq2SeqLMOnnxConfig` serves many model types (mT5, umT5, LongT5, Pegasus, MVP, FSMT, ProphetNet, NLLB-MoE, Switch
+Transformers, T5Gemma, ...), one entry point per type, as the decoder-only LLM family does: features from
+Transformers' Auto mappings, tiny test sizes from the type's own config fields, per-type overrides where models
+differ (T5Gemma's encoder and decoder sub-configs, ProphetNet's n-gram streams, routed experts made dense while
+exporting: `exporter_core.architectures.routing`), and refusals with their reason for what no graph carries.
 
 Without past, ``default`` and ``seq2seq-lm`` take ``input_ids`` / ``attention_mask`` (batch, encoder_sequence)
 and ``decoder_input_ids`` / ``decoder_attention_mask`` (batch, decoder_sequence), as the old exporter did. The
