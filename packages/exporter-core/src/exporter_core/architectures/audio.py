@@ -5,7 +5,8 @@ UniSpeech-SAT) take ``input_values``, one float sample per position ``(batch, sa
 encoder strides over the samples, so the outputs have ``frames`` (a function of the sample count) instead of the
 input's length. One config (`AudioEncoderOnnxConfig`) serves every such model type, one entry point per type; the
 features are the heads Transformers has for the type (``ctc``, ``audio-classification``) and tiny sizes come from
-the type's own config fields, as the decoder LLM family does.
+the type's own config fields, as the decoder LLM family does. SEW-D and the conformer export through the TorchScript-based engine (opset 17):
+the dynamo engine fixes some of their shape arithmetic at the traced length (`DYNAMO_WRONG_SHAPES`).
 
 The attention mask follows the checkpoint's feature extractor: models whose feature encoder normalises each layer
 (``feat_extract_norm == "layer"``, and Data2Vec-Audio, which has no other) take ``attention_mask`` and are validated
@@ -45,9 +46,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "AUDIO_HEAD_MAPPINGS",
+    "DYNAMO_WRONG_SHAPES",
     "ASTOnnxConfig",
+    "AudioEncoderBelowOpset18OnnxConfig",
     "AudioEncoderOnnxConfig",
-    "SEWDOnnxConfig",
     "synthetic_waveforms",
     "uses_attention_mask",
 ]
@@ -221,24 +223,36 @@ class AudioEncoderOnnxConfig(OnnxConfig):
         return scenarios
 
 
-class SEWDOnnxConfig(AudioEncoderOnnxConfig):
-    """SEW-D: exported by the TorchScript-based engine (opset 17 by default, 18 and above refused).
+#: Waveform types whose graphs the dynamo engine (opset 18 and above) writes wrong for other sample counts than the
+#: traced one, with the reason; the TorchScript-based engine records their shape arithmetic and serves every count
+#: (measured: validated at an odd and an even frame count, worst difference below 4e-6).
+DYNAMO_WRONG_SHAPES: Mapping[str, str] = {
+    "sew-d": (
+        "its encoder pads the upsampled frames back by one when the frame count is odd (a Python branch on a shape), "
+        "which torch.export fixes at the traced parity, so the graph gives one frame too many for half of all "
+        "sample counts"
+    ),
+    "wav2vec2-conformer": (
+        "torch.export fixes the sizes of its relative-position shift at the traced frame count, so the graph fails "
+        "at other sample counts"
+    ),
+}
 
-    Its encoder pools frames by two and pads the upsampled output back by one frame when the frame count is odd (a
-    Python branch on a shape). torch.export fixes that branch at the traced parity without an error, so the dynamo
-    engine writes a graph that gives one frame too many for half of all sample counts; the TorchScript-based engine
-    records the pad amount from the shapes and serves both parities (validation covers an odd and an even count).
-    """
+
+class AudioEncoderBelowOpset18OnnxConfig(AudioEncoderOnnxConfig):
+    """A waveform encoder exported by the TorchScript-based engine: opset 17 by default, 18 and above refused with
+    the reason (`DYNAMO_WRONG_SHAPES`)."""
 
     default_opset: ClassVar[int] = 17
 
     def check_opset(self, opset: int) -> None:
-        """Refuse opsets the dynamo engine would write (18 and above) with the reason."""
+        """Refuse the dynamo engine's opsets (18 and above) with the reason."""
         if isinstance(opset, int) and not isinstance(opset, bool) and opset > self.default_opset:
+            model_type = self.model_view.model_type
+            reason = DYNAMO_WRONG_SHAPES.get(model_type, "the dynamo engine writes a graph fixed to the traced shape")
             raise OpsetError(
-                f"sew-d exports up to opset {self.default_opset}: from opset 18 the dynamo engine fixes the frame "
-                f"parity of its upsampling branch and the graph is wrong for other sample counts; pass --opset "
-                f"{self.default_opset} or lower"
+                f"{model_type} exports up to opset {self.default_opset}: from opset 18 (the dynamo engine) {reason}; "
+                f"pass --opset {self.default_opset} or lower"
             )
         super().check_opset(opset)
 
