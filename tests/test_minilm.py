@@ -49,7 +49,10 @@ def test_minilm_cli_exports_sentence_embeddings_matching_sentence_transformers(m
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     chosen = [line for line in result.stderr.splitlines() if line.startswith("feature: ")]
-    assert chosen == ["feature: sentence-embedding (the checkpoint is a sentence-transformers folder (modules.json))"]
+    assert chosen == [
+        "feature: sentence-embedding (the checkpoint is a sentence-transformers folder (modules.json); "
+        "mean pooling over the real tokens, L2-normalised: as its modules.json says)"
+    ]
     report = json.loads((out / "model.onnx.validation.json").read_text())
     assert report["passed"] and report["feature"] == "sentence-embedding"
 

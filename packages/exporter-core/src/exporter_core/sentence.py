@@ -63,7 +63,7 @@ class SentenceModules:
     def describe(self) -> str:
         """One line: the pooling, the normalisation and where they come from."""
         norm = "L2-normalised" if self.normalize else "not normalised"
-        return f"sentence-embedding: {' + '.join(self.pooling)} pooling over the real tokens, {norm} ({self.source})"
+        return f"{' + '.join(self.pooling)} pooling over the real tokens, {norm}: {self.source}"
 
 
 #: The modules of the test kit's tiny sentence-transformers checkpoints (the most common kind: mean, normalised).
@@ -124,7 +124,7 @@ def read_sentence_modules(folder: Path) -> SentenceModules:
         return SentenceModules(
             pooling=("mean",),
             normalize=False,
-            source="plain checkpoint without modules.json: mean pooling, as sentence-transformers pools a plain model",
+            source="a plain checkpoint without modules.json, pooled as sentence-transformers pools a plain model",
         )
     entries = _read_json(folder / MODULES_FILE)
     if not isinstance(entries, list) or not all(isinstance(e, dict) and "type" in e for e in entries):
@@ -158,7 +158,7 @@ def read_sentence_modules(folder: Path) -> SentenceModules:
     return SentenceModules(
         pooling=_pooling_modes(config if isinstance(config, dict) else {}, config_path),
         normalize=len(kinds) == 3,
-        source=MODULES_FILE,
+        source=f"as its {MODULES_FILE} says",
         pooling_path=pooling_path,
     )
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter_core.tasks import AUTO_CLASS_FOR_FEATURE, FEATURE_ALIASES, resolve_feature
+from exporter_core.tasks import AUTO_CLASS_FOR_FEATURE, FEATURE_ALIASES, feature_to_task, resolve_feature
 
 __all__ = ["FeatureChoice", "choose_feature", "detect_feature", "tasks_of_class"]
 
@@ -100,10 +100,23 @@ def detect_feature(folder: Path, model_type: str, supported: Sequence[str]) -> F
 
 
 def choose_feature(requested: str | None, folder: Path, model_type: str, supported: Sequence[str]) -> FeatureChoice:
-    """The feature of an export: `requested` (an Optimum task name translated), or the checkpoint's own when None."""
+    """The feature of an export: `requested` (an Optimum task name translated), or the checkpoint's own when None.
+
+    For sentence embeddings the reason also says how the graph pools (read from modules.json, or the plain-checkpoint
+    default), and a module list the graph cannot hold is refused here, before the model is loaded.
+    """
     if requested is None:
-        return detect_feature(folder, model_type, supported)
-    feature = resolve_feature(requested, supported)
-    if feature != requested and requested in FEATURE_ALIASES:
-        return FeatureChoice(feature, f"{requested!r} is the task name of our feature {feature!r}")
-    return FeatureChoice(feature)
+        choice = detect_feature(folder, model_type, supported)
+    else:
+        feature = resolve_feature(requested, supported)
+        translated = feature != requested and requested in FEATURE_ALIASES
+        choice = FeatureChoice(
+            feature, f"{requested!r} is the task name of our feature {feature!r}" if translated else None
+        )
+    if feature_to_task(choice.feature) != "sentence-embedding" or choice.feature not in supported:
+        return choice
+    from exporter_core.sentence import read_sentence_modules
+
+    # What the graph pools, said before the model loads (and a module list it cannot hold refused as early).
+    pooling = read_sentence_modules(folder).describe()
+    return FeatureChoice(choice.feature, f"{choice.reason}; {pooling}" if choice.reason else pooling)
