@@ -313,19 +313,17 @@ def test_staging_left_by_a_dead_process_is_removed_and_reported(checkpoint, tmp_
     out = tmp_path / "out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = out / ".exporter-dead.partial"
+    stale = out / f".exporter-{dead.pid}-dead.partial"
     stale.mkdir(parents=True)
-    (stale / ".exporter-owner").write_text(f"{dead.pid}\n")
     (stale / "model.onnx").write_bytes(b"unvalidated")
-    alive = out / ".exporter-alive.partial"
+    alive = out / ".exporter-1-alive.partial"  # pid 1 is always alive
     alive.mkdir()
-    (alive / ".exporter-owner").write_text("1\n")  # pid 1 is always alive
     lines: list[str] = []
     from exporter.pipeline import run_export
 
     run_export("onnx", checkpoint("bert"), out, options=FAST, log=lines.append)
     assert not stale.exists() and alive.exists()
-    assert any(".exporter-dead.partial" in line and "interrupted export" in line for line in lines)
+    assert any(stale.name in line and "interrupted export" in line for line in lines)
 
 
 # -- 7. reports always --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import pytest
 from exporter_core.errors import OutputBusyError, OutputWriteError, TerminationRequested
 from exporter_core.output import (
     LOCK_FILE,
-    OWNER_FILE,
     StagedOutput,
     deferred_interruptions,
     interruptions_as_exceptions,
@@ -22,9 +21,10 @@ from exporter_core.output import (
 )
 
 
-def test_staging_records_its_owner_and_never_moves_the_record(tmp_path: Path) -> None:
+def test_staging_names_its_owner_and_holds_only_the_exports_files(tmp_path: Path) -> None:
     with StagedOutput(tmp_path / "out") as staged:
-        assert (staged.path / OWNER_FILE).read_text().strip() == str(os.getpid())
+        assert staged.path.name.startswith(f".exporter-{os.getpid()}-")
+        assert list(staged.path.iterdir()) == []
         (staged.path / "model.onnx").write_bytes(b"graph")
         staged.commit()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.onnx"]
@@ -46,14 +46,12 @@ def test_a_folder_someone_else_wrote_into_stays(tmp_path: Path) -> None:
 def test_stale_staging_removed_only_when_its_owner_is_gone(tmp_path: Path) -> None:
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    dead = tmp_path / ".exporter-dead.partial"
+    dead = tmp_path / f".exporter-{finished.pid}-x1.partial"
     dead.mkdir()
-    (dead / OWNER_FILE).write_text(f"{finished.pid}\n")
     unowned = tmp_path / ".exporter-old.partial"  # written before staging folders recorded their owner
     unowned.mkdir()
-    alive = tmp_path / ".exporter-alive.partial"
+    alive = tmp_path / f".exporter-{os.getppid()}-x2.partial"
     alive.mkdir()
-    (alive / OWNER_FILE).write_text(f"{os.getppid()}\n")
     assert sorted(p.name for p in remove_stale_staging(tmp_path)) == [dead.name, unowned.name]
     assert alive.exists()
 

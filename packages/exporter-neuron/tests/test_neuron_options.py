@@ -108,7 +108,7 @@ def test_the_backends_checked_options_read_back_to_the_same_options():
     ("options", "message"),
     [
         ({"target": "inf3"}, "choose one of inf1, inf2, trn1"),
-        ({"batch_size": 0}, "--batch-size 16"),
+        ({"batch_size": 0}, "batch_size=16"),  # from Python; the command line says --batch-size 16
         ({"sequence_length": 1}, "at least 2"),
         ({"auto_cast": "half"}, "auto_cast must be one of none, matmul, all"),
         ({"auto_cast_type": "fp16"}, "needs --auto-cast matmul or --auto-cast all"),

@@ -320,7 +320,9 @@ def test_backend_options_are_checked_before_anything_is_loaded() -> None:
 
     assert OnnxBackend.check_options({}) == {"opset": None, "engine": "auto"}
     assert OnnxBackend.check_options({"opset": 17, "engine": "torchscript"}) == {"opset": 17, "engine": "torchscript"}
-    with pytest.raises(InvalidArgumentError, match="no option 'optimise'; its options are: opset, engine"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"no option 'optimise' \(did you mean opset\?\); its options are: opset, engine"
+    ):
         OnnxBackend.check_options({"optimise": True})
     with pytest.raises(InvalidArgumentError, match="opset must be an integer, got '17'"):
         OnnxBackend.check_options({"opset": "17"})

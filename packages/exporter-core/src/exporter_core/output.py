@@ -1,8 +1,8 @@
 """Atomic output: artifacts are written into a staging folder beside the target and moved in on success.
 
 A crash, an exception, Ctrl-C or SIGTERM before `commit()` leaves the target untouched: the staging folder is
-removed, and so is an output folder the export created itself. The staging folder records its owner's pid, so a
-staging folder left by a killed run (SIGKILL, power loss) is recognised and removed by the next export into that
+removed, and so is an output folder the export created itself. The staging folder's name carries its owner's pid
+(``.exporter-<pid>-<random>.partial``, nothing inside it but the export's files), so a staging folder left by a killed run (SIGKILL, power loss) is recognised and removed by the next export into that
 folder once its owner is gone. A lock file (``.exporter.lock``) keeps two exports out of one folder at once.
 `commit()` replaces the whole set of files an export owns: the previous set is moved aside first and put back if
 the move of the new set fails, and a SIGINT or SIGTERM arriving meanwhile takes effect once it is done.
@@ -32,7 +32,6 @@ from exporter_core.errors import (
 __all__ = [
     "LOCK_FILE",
     "MACHINE_ERRNOS",
-    "OWNER_FILE",
     "STAGING_PREFIX",
     "STAGING_SUFFIX",
     "StagedOutput",
@@ -48,8 +47,6 @@ logger = logging.getLogger("exporter")
 
 STAGING_PREFIX = ".exporter-"
 STAGING_SUFFIX = ".partial"
-#: Inside a staging folder: the pid of the process that owns it (never moved into the output folder).
-OWNER_FILE = ".exporter-owner"
 #: In an output folder while an export writes into it.
 LOCK_FILE = ".exporter.lock"
 
@@ -197,10 +194,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _owner_of(staging: Path) -> int | None:
-    try:
-        return int((staging / OWNER_FILE).read_text(encoding="utf-8").split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    """The pid in a staging folder's name (``.exporter-<pid>-<random>.partial``); None for older names."""
+    middle = staging.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+    return int(middle) if middle.isdigit() else None
 
 
 def remove_stale_staging(folder: Path) -> list[Path]:
@@ -288,8 +284,11 @@ class StagedOutput:
                     + ", ".join(p.name for p in stale)
                 )
             try:
-                self.path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=STAGING_SUFFIX, dir=self.destination))
-                (self.path / OWNER_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+                self.path = Path(
+                    tempfile.mkdtemp(
+                        prefix=f"{STAGING_PREFIX}{os.getpid()}-", suffix=STAGING_SUFFIX, dir=self.destination
+                    )
+                )
             except OSError as exc:
                 raise os_error(exc, f"writing into {self.destination}") from None
         except BaseException:
@@ -297,8 +296,8 @@ class StagedOutput:
             raise
 
     def staged_names(self) -> list[str]:
-        """Names of the files staged so far (the owner record left out)."""
-        return sorted(p.name for p in self.path.iterdir() if p.name != OWNER_FILE)
+        """Names of the files staged so far."""
+        return sorted(p.name for p in self.path.iterdir())
 
     def commit(self, names: list[str] | None = None, replaces: Iterable[str] = ()) -> list[Path]:
         """Move the staged files (all of them, or `names`) into the destination; return their final paths.
