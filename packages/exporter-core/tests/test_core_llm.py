@@ -143,6 +143,8 @@ def test_a_sliding_window_cache_keeps_every_token_and_computes_what_the_windowed
     token logits equal those it computes with Transformers' own windowed cache."""
     from transformers import DynamicCache
 
+    from exporter_core.cache import returned_cache
+
     model = _tiny("mistral")
     config = LLMOnnxConfig(model.config, "causal-lm", use_past=True)
     layout = config.cache_layout
@@ -151,10 +153,13 @@ def test_a_sliding_window_cache_keeps_every_token_and_computes_what_the_windowed
     empty_past = {name: torch.from_numpy(value) for name, value in layout.past_arrays(1, 0).items()}
     prompt = {"input_ids": ids[:, :9], **empty_past, "attention_mask": torch.ones(1, 9, dtype=torch.long)}
     with torch.no_grad():
-        windowed = model(input_ids=ids[:, :9], cache=DynamicCache(config=model.config), use_cache=True)
-        expected = model(input_ids=ids[:, 9:], cache=windowed.cache, use_cache=True).logits
+        # past_key_values= and returned_cache: the names every supported Transformers 5 release accepts/returns.
+        windowed = returned_cache(
+            model(input_ids=ids[:, :9], past_key_values=DynamicCache(config=model.config), use_cache=True)
+        )
+        expected = model(input_ids=ids[:, 9:], past_key_values=windowed, use_cache=True).logits
         flat = dict(zip(config.outputs, config.select_outputs(model(**config.model_kwargs(prompt))), strict=True))
-    assert flat["present.0.key"].shape[2] == 9 and windowed.cache.layers[0].keys.shape[2] == 3
+    assert flat["present.0.key"].shape[2] == 9 and windowed.layers[0].keys.shape[2] == 3
     step = {"input_ids": ids[:, 9:], "attention_mask": torch.ones(1, 10, dtype=torch.long)}
     step.update(
         {name.replace("present", "past_key_values"): v for name, v in flat.items() if name.startswith("present")}

@@ -51,12 +51,12 @@ def _export(checkpoint: Path, out: Path, **options: Any) -> Any:
 
 
 def test_the_environment_describes_itself_without_exporter(sdk_python: str) -> None:
-    import torch
-    import transformers
+    from importlib import metadata
 
     environment = describe_environment(sdk_python)
     assert environment.facts["executable"] == sdk_python
-    assert environment.torch == torch.__version__ and environment.transformers == transformers.__version__
+    assert environment.torch == metadata.version("torch")
+    assert environment.transformers == metadata.version("transformers")
     assert environment.sdk("inf2")["distribution"] == "exporter-neuron-sdk-standin"
     assert environment.sdk("inf1")["unmet"] == [] and environment.problem("inf2") is None
     # Nothing of exporter can be imported there.
