@@ -84,9 +84,12 @@ def test_command_line_writes_module_metadata_and_report(inf2_export):
     assert inf2_export["code"] == 0
     out = inf2_export["out"]
     assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",  # the folder describes itself: the checkpoint's config and tokenizer files beside the model
         "model_neuron.neuron.json",
         "model_neuron.pt",
         "model_neuron.pt.validation.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
     ]
     metadata = json.loads((out / "model_neuron.neuron.json").read_text())
     assert metadata["target"] == "inf2" and metadata["trace_function"] == "torch_neuronx.trace"
