@@ -92,31 +92,32 @@ def test_backends_and_features_commands(cli):
 
 
 def test_third_party_architecture_plugin_exports(cli, tmp_path):
-    """tests/fixtures/exporter-fixture-arch adds `mpnet` through an entry point; the CLI then exports it."""
-    from transformers import AutoConfig, MPNetForSequenceClassification
+    """tests/fixtures/exporter-fixture-arch adds `splinter` through an entry point; the CLI then exports it."""
+    from transformers import AutoConfig, SplinterModel
 
     from exporter_core.testing import build_tiny_tokenizer
 
     config = AutoConfig.for_model(
-        "mpnet",
+        "splinter",
         vocab_size=99,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=37,
         max_position_embeddings=64,
+        question_token_id=98,
     )
-    folder = tmp_path / "mpnet"
-    MPNetForSequenceClassification(config).save_pretrained(str(folder))
+    folder = tmp_path / "splinter"
+    SplinterModel(config).save_pretrained(str(folder))
     build_tiny_tokenizer().save_pretrained(str(folder))
     result = cli("features", str(folder))
-    assert result.stdout.split() == ["default", "sequence-classification"]
-    result = cli("onnx", "--model", str(folder), "--feature", "sequence-classification", str(tmp_path / "out"))
+    assert result.stdout.split()[0] == "default"
+    result = cli("onnx", "--model", str(folder), "--feature", "default", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "model.onnx").is_file()
-    from exporter.configs import MPNetFixtureOnnxConfig  # third-party configs are importable from the facade too
+    from exporter.configs import SplinterFixtureOnnxConfig  # third-party configs are importable from the facade too
 
-    assert MPNetFixtureOnnxConfig.features == ("default", "sequence-classification")
+    assert SplinterFixtureOnnxConfig.features == ("default",)
 
 
 def test_one_call_api_returns_report(checkpoint, tmp_path):

@@ -22,7 +22,7 @@ def test_the_page_lists_exactly_the_installed_architectures_features_and_backend
 def test_test_only_plugins_are_not_on_the_page() -> None:
     shipped = renderer.shipped_distributions()
     assert "exporter-core" in shipped and not any("fixture" in name for name in shipped)
-    assert "mpnet" not in {mt for pairs in renderer.installed_pairs().values() for mt, _ in pairs}
+    assert "splinter" not in {mt for pairs in renderer.installed_pairs().values() for mt, _ in pairs}
 
 
 def test_each_outcome_lands_in_its_cell() -> None:
