@@ -10,7 +10,7 @@ from typing import Any
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult
 from exporter_core.errors import BackendUnavailableError, UnsupportedFeatureError
 from exporter_neuron.commands import add_shape_arguments, configure_analyze
-from exporter_neuron.options import AUTO_CAST, AUTO_CAST_TYPES, NeuronOptions, parse_options
+from exporter_neuron.options import AUTO_CAST, AUTO_CAST_TYPES, OPTIONS, NeuronOptions, parse_options
 from exporter_neuron.sdk import require_sdk, sdk_problem, unavailable_reason
 
 #: Why Inf1 needs --sdk-python when this process has no working torch-neuron.
@@ -31,6 +31,7 @@ class NeuronBackend(Backend):
     name = "neuron"
     display_name = "Neuron"
     default_artifact = "model_neuron.pt"
+    option_names = OPTIONS
 
     @classmethod
     def unavailable_reason(cls, target: str | None = None) -> str | None:

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from exporter_core.errors import InvalidArgumentError
+from exporter_core.backend import refuse_unknown_options
+from exporter_core.errors import InvalidArgumentError, did_you_mean, option_hint
 from exporter_neuron.sdk import DEFAULT_TARGET, TARGETS, sdk_for
 
 __all__ = [
@@ -92,8 +93,9 @@ def _positive(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        flag = "--" + name.replace("_", "-")
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}; for example {flag} 16")
+        raise InvalidArgumentError(
+            f"{name} must be a positive integer, got {value!r}; for example {option_hint(name, 16)}"
+        )
     return value
 
 
@@ -115,26 +117,25 @@ def _flag_names(args: tuple[str, ...]) -> set[str]:
 
 def parse_options(options: Mapping[str, Any]) -> NeuronOptions:
     """`options` checked and normalised; a mistake raises `InvalidArgumentError` naming the fix."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise InvalidArgumentError(
-            f"the neuron backend has no option {', '.join(map(repr, unknown))}; its options are {', '.join(OPTIONS)}"
-        )
+    refuse_unknown_options("neuron", options, OPTIONS)
     target = options.get("target") or DEFAULT_TARGET
     if target not in TARGETS:
         raise InvalidArgumentError(
-            f"unknown Neuron target {target!r}; choose one of {', '.join(TARGETS)} (for example --target inf2)"
+            f"unknown Neuron target {target!r}{did_you_mean(str(target), TARGETS)}; choose one of "
+            f"{', '.join(TARGETS)} (for example {option_hint('target', 'inf2')})"
         )
     sequence_length = _positive("sequence_length", options.get("sequence_length"))
     if sequence_length is not None and sequence_length < 2:
         raise InvalidArgumentError(
-            "sequence_length must be at least 2 (room for the special tokens); for example --sequence-length 128"
+            "sequence_length must be at least 2 (room for the special tokens); for example "
+            f"{option_hint('sequence_length', 128)}"
         )
     auto_cast = options.get("auto_cast")
     auto_cast_type = options.get("auto_cast_type")
     if auto_cast is not None and auto_cast not in AUTO_CAST:
         raise InvalidArgumentError(
-            f"auto_cast must be one of {', '.join(AUTO_CAST)}, got {auto_cast!r}; for example --auto-cast matmul"
+            f"auto_cast must be one of {', '.join(AUTO_CAST)}, got {auto_cast!r}; for example "
+            f"{option_hint('auto_cast', 'matmul')}"
         )
     if auto_cast_type is not None:
         if auto_cast_type not in AUTO_CAST_TYPES:
