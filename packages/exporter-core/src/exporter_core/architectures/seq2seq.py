@@ -556,6 +556,14 @@ _ATOL: Mapping[str, float] = {
     "mt5": 3e-5,
 }
 
+#: Per model type, the ONNX opset used when none is asked for, where the default (18: torch.export) fails.
+_DEFAULT_OPSET: Mapping[str, int] = {
+    # torch.export cannot keep LongT5's transient-global encoder length dynamic (it guards the length to at most 64
+    # and fixes it at the traced one); the TorchScript-based engine of opset 17 writes a graph validated at other
+    # batches, lengths and past lengths, with generation parity.
+    "longt5": 17,
+}
+
 #: Model types no export can serve faithfully, with the reason (every feature is refused before export).
 _REFUSALS: Mapping[str, str] = {
     "led": (
@@ -628,6 +636,11 @@ class Seq2SeqLMOnnxConfig(Seq2SeqOnnxConfig):
         from transformers.modeling_outputs import MoEModelOutput
 
         return MoEModelOutput(last_hidden_state=hidden)
+
+    @property
+    def default_onnx_opset(self) -> int:
+        """The default opset, or the model type's own where the default engine fails (`_DEFAULT_OPSET`)."""
+        return _DEFAULT_OPSET.get(self.model_view.model_type, super().default_onnx_opset)
 
     @property
     def atol_for_validation(self) -> float:
