@@ -42,11 +42,12 @@ from exporter_core.errors import InvalidArgumentError, OpsetError
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
 
-    from exporter_core.plan import Scenario
+    from exporter_core.plan import ExportPlan, Scenario
 
 __all__ = [
     "AUDIO_HEAD_MAPPINGS",
     "DYNAMO_WRONG_SHAPES",
+    "STATIC_TRACE_REFUSALS",
     "ASTOnnxConfig",
     "AudioEncoderBelowOpset18OnnxConfig",
     "AudioEncoderOnnxConfig",
@@ -206,6 +207,14 @@ class AudioEncoderOnnxConfig(OnnxConfig):
         arrays = {"input_values": values, "attention_mask": mask}
         return {name: arrays[name] for name in self.inputs}
 
+    def export_plan(self, model: Any, preprocessor: Any = None) -> ExportPlan:
+        """The one-part plan, refused by static-trace backends where `STATIC_TRACE_REFUSALS` names the type."""
+        plan = super().export_plan(model, preprocessor)
+        reason = STATIC_TRACE_REFUSALS.get(self.model_view.model_type)
+        if reason is not None:
+            plan.static_trace_refusal = plan.static_trace_refusal or reason
+        return plan
+
     def validation_scenarios(self, preprocessor: Any = None) -> list[Scenario]:
         """Other batch sizes and sample counts than the traced ones, rows of different real lengths."""
         from exporter_core.plan import Scenario
@@ -235,6 +244,15 @@ DYNAMO_WRONG_SHAPES: Mapping[str, str] = {
     "wav2vec2-conformer": (
         "torch.export fixes the sizes of its relative-position shift at the traced frame count, so the graph fails "
         "at other sample counts"
+    ),
+}
+
+
+#: Waveform types a static trace (TorchScript, Neuron) cannot hold, with the reason.
+STATIC_TRACE_REFUSALS: Mapping[str, str] = {
+    "sew-d": (
+        "sew-d's attention softmax is a Python autograd.Function (XSoftmax), which a TorchScript archive cannot hold; "
+        "use the onnx backend"
     ),
 }
 
