@@ -93,9 +93,11 @@ def test_with_past_export_is_three_files_that_generate_like_generate(
     config = config_class_for(model_type).for_feature(model.config, FEATURE)
     tokens = np.asarray(parity.data["exported_tokens"])
     assert tokens.shape[0] == 2 and np.array_equal(tokens[:, 0], [config.decoder_start_token_id] * 2)
-    if model_type == "whisper":
-        # The tiny Speech2Text answers its end-of-sequence token at once; the tiny Whisper decodes all 16 tokens.
-        assert tokens.shape == (2, 17), "16 new tokens after the start token"
+    if model_type != "whisper":
+        # The tiny Speech2Text (and a reinitialised one) answers its end-of-sequence token at once: its parity covers
+        # one token, and another model cannot be told apart by it.
+        return
+    assert tokens.shape == (2, 17), "16 new tokens after the start token"
     generator = Seq2SeqOnnxGenerator.from_folder(out)
     runners = {
         "encoder": generator.encoder,
