@@ -22,12 +22,11 @@ DUAL_TYPES = sorted(
 
 
 def _tiny(model_type: str, feature: str = "default") -> tuple[torch.nn.Module, DualEncoderOnnxConfig]:
-    import transformers
-
     from exporter_core.loading import model_class_for
+    from exporter_core.testing import init_std_overrides, tiny_model_config
 
     config_cls = load_architecture(model_type)
-    config = transformers.AutoConfig.for_model(model_type, **config_cls.tiny_sizes(model_type))
+    config = tiny_model_config(model_type, **init_std_overrides(model_type))
     torch.manual_seed(0)
     model = model_class_for(feature, config_cls).from_config(config).eval()
     export_config = config_cls.for_feature(model.config, feature)
@@ -106,6 +105,9 @@ def test_scenarios_use_other_batches_than_traced_and_than_each_other_with_padded
         assert values["text_embeds"].shape[0] == texts
         assert values["image_embeds"].shape[0] == images
         assert all(torch.isfinite(v).all() for v in values.values())
+        # Rows apart by far more than the tolerance, on both sides: validation would see a row mix-up.
+        for name in ("text_embeds", "image_embeds") if images > 1 else ("text_embeds",):
+            assert float((values[name][0] - values[name][1]).abs().max()) > 100 * config.atol_for_validation, name
     assert len(seen) == 2
 
 
@@ -152,3 +154,18 @@ def test_a_tokenizer_makes_the_text_and_an_image_processor_the_pixels() -> None:
     images = config.dual_arrays(build_tiny_image_processor(16, 16), spec, image_batch=3)
     assert images["pixel_values"].shape == (3, 3, 16, 16)
     assert not np.array_equal(images["pixel_values"], text["pixel_values"]), "processed pictures, not random values"
+
+
+def test_random_text_of_a_real_size_vocabulary_is_not_all_special_tokens() -> None:
+    """CLIP's special ids are its last ones: the words are drawn from the whole vocabulary without them."""
+    import transformers
+
+    config = DualEncoderOnnxConfig(transformers.CLIPConfig())
+    spec = DummySpec(batch_size=3, sequence_length=9, padded=True, seed=1)
+    arrays = config.dual_arrays(None, spec, image_batch=1)
+    ids, mask = arrays["input_ids"], arrays["attention_mask"]
+    assert arrays["pixel_values"].shape == (1, 3, 224, 224)
+    words = ids[:, 1:][mask[:, 1:] == 1]
+    specials = {49406, 49407, config.text_config.pad_token_id}
+    assert len(set(words.tolist()) - specials) >= 10
+    assert [int(row[mask[i] == 1][-1]) for i, row in enumerate(ids)] == [49407] * 3

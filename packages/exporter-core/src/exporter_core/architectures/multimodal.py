@@ -36,6 +36,7 @@ import numpy as np
 from exporter_core import dummy_inputs
 from exporter_core.config import OnnxConfig, PatchingSpec
 from exporter_core.errors import InvalidArgumentError
+from exporter_core.model_config import ModelConfigView
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
@@ -64,6 +65,10 @@ TINY_SUBCONFIG_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("num_channels",), 3),
     # SigLIP 2: a 4 × 4 grid of position embeddings, resized to each image's patch grid.
     (("num_patches",), 16),
+    # The test kit's weight scale (`exporter_core.testing.INIT_STD`) for the towers too: the kit sets it on the top
+    # config only, and with the towers' own (BLIP's vision tower: 1e-10) every image gives the same embedding and
+    # class-token text towers (Chinese-CLIP, AltCLIP, BLIP) nearly the same for every text.
+    (("initializer_range",), 0.1),
 )
 
 #: Special ids the tiny vocabulary cannot hold moved inside it (a default of the real vocabulary, CLIP's 49407 say).
@@ -115,9 +120,6 @@ class DualEncoderOnnxConfig(OnnxConfig):
     features: ClassVar[tuple[str, ...]] = ("default", "zero-shot-image-classification")
     #: Similarity logits are cosines times exp(logit_scale) (about 14 for a fresh model): 1e-4 on values up to ~15.
     atol: ClassVar[float] = 1e-4
-
-    #: Image batch of the export dummies; validation uses others.
-    default_image_batch: ClassVar[int] = 2
 
     def __init__(
         self, config: PretrainedConfig, task: str = "default", patching_specs: list[PatchingSpec] | None = None
@@ -212,6 +214,9 @@ class DualEncoderOnnxConfig(OnnxConfig):
         tokenizer = _tokenizer_of(preprocessor)
         arrays = dummy_inputs.text_arrays(self.text_config, _TEXT_NAMES, spec.batch_size, spec, tokenizer)
         if tokenizer is None:
+            arrays["input_ids"] = _random_words(
+                arrays["input_ids"], arrays["attention_mask"], self.text_config, spec.seed
+            )
             _bracket_rows(arrays, self.text_config)
         return arrays
 
@@ -317,6 +322,19 @@ def _image_processor_of(preprocessor: Any) -> Any | None:
         f"{type(preprocessor).__name__} makes neither pixel_values nor input_ids; pass --preprocessor processor "
         "(a checkpoint with a tokenizer and preprocessor_config.json) or no preprocessor"
     )
+
+
+def _random_words(ids: np.ndarray, mask: np.ndarray, text_config: Any, seed: int) -> np.ndarray:
+    """Random ids over the whole vocabulary at real positions, special ids left out (the pad id stays at padded ones).
+
+    `dummy_inputs` draws ids above the largest special id, which leaves nothing to draw from in vocabularies whose
+    special tokens come last (CLIP's eos is its last id): every token would be eos.
+    """
+    vocab = ModelConfigView(text_config).vocab_size
+    special = sorted(ModelConfigView(text_config).special_token_ids)
+    ordinary = np.setdiff1d(np.arange(vocab), special)
+    drawn = ordinary[np.random.default_rng(seed).integers(0, ordinary.size, size=ids.shape)]
+    return np.where(mask == 1, drawn, ids)
 
 
 def _bracket_rows(arrays: dict[str, np.ndarray], text_config: Any) -> None:
