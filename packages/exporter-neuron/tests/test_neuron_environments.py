@@ -169,3 +169,10 @@ def test_configs_with_exporter_computation_are_refused_there() -> None:
 
     assert remote_refusal(BertOnnxConfig(BertConfig())) is None
     assert "select_outputs" in str(remote_refusal(Pooled(BertConfig())))
+
+
+def test_backends_lists_the_environments_found(sdk_python: str, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_ROOTS_VARIABLE, str(Path(sdk_python).parents[1].parent))
+    result = cli("backends")
+    lines = [line for line in result.stdout.splitlines() if "SDK environment (--sdk-python)" in line]
+    assert len(lines) == 1 and sdk_python in lines[0] and "exporter-neuron-sdk-standin" in lines[0]

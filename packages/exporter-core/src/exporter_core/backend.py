@@ -109,6 +109,19 @@ class Backend(abc.ABC):
         """Why the backend cannot run here (a run-time SDK missing), or None when it can. Must be cheap."""
         return None
 
+    @classmethod
+    def unavailable_reason_for(cls, options: Mapping[str, Any]) -> str | None:
+        """Why the backend cannot run here with these `options` (as the caller gave them, not yet checked), or
+        None; by default `unavailable_reason`. A backend that can run elsewhere than in this process (Neuron's
+        SDK in its own interpreter) answers for the options' choice. Must be cheap."""
+        return cls.unavailable_reason()
+
+    @classmethod
+    def environment_notes(cls) -> list[str]:
+        """Lines ``exporter backends`` prints under the backend's own: what it found outside this process (the
+        Neuron SDK environments it can run in, say). May start processes; only ``exporter backends`` calls it."""
+        return []
+
     @classmethod  # noqa: B027 - an optional hook: the default adds no option
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add the backend's own command-line options to its subcommand."""

@@ -11,7 +11,7 @@ from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportRe
 from exporter_core.errors import BackendUnavailableError, UnsupportedFeatureError
 from exporter_neuron.commands import add_shape_arguments, configure_analyze
 from exporter_neuron.options import AUTO_CAST, AUTO_CAST_TYPES, OPTIONS, NeuronOptions, parse_options
-from exporter_neuron.sdk import require_sdk, sdk_problem, unavailable_reason
+from exporter_neuron.sdk import TARGETS, require_sdk, sdk_problem, unavailable_reason
 
 #: Why Inf1 needs --sdk-python when this process has no working torch-neuron.
 INF1_NEEDS_ENVIRONMENT = (
@@ -37,6 +37,31 @@ class NeuronBackend(Backend):
     def unavailable_reason(cls, target: str | None = None) -> str | None:
         """Why nothing can be compiled here (for `target`, or for any target when None); read from package metadata."""
         return unavailable_reason(target)
+
+    @classmethod
+    def unavailable_reason_for(cls, options: Mapping[str, Any]) -> str | None:
+        """With ``sdk_python`` nothing is needed in this process (`check_options` checks that environment);
+        ``--target inf1`` needs one unless this process has a working torch-neuron; otherwise the target's SDK."""
+        if options.get("sdk_python"):
+            return None
+        target = options.get("target")
+        if target == "inf1" and sdk_problem("inf1") is not None:
+            return INF1_NEEDS_ENVIRONMENT
+        return unavailable_reason(target if target in TARGETS else None)
+
+    @classmethod
+    def environment_notes(cls) -> list[str]:
+        """The Deep Learning AMI's Neuron environments found (`exporter_neuron.environments`), each with its
+        Python, torch, Transformers and SDK versions: what ``--sdk-python auto`` chooses from."""
+        from exporter_neuron.environments import describe_environment, find_environments
+
+        notes = []
+        for python in find_environments():
+            try:
+                notes.append(f"SDK environment (--sdk-python): {describe_environment(python).summary()}")
+            except BackendUnavailableError as exc:
+                notes.append(f"SDK environment (--sdk-python), not usable: {exc}")
+        return notes
 
     @classmethod
     def subcommands(cls) -> dict[str, Callable[[argparse.ArgumentParser], None]]:

@@ -283,17 +283,22 @@ def _print_backends(_args: argparse.Namespace) -> None:
         return
     for info in infos:
         status = "ready"
+        notes: list[str] = []
         missing = plugins.missing_requirements(info.distribution) if info.distribution else []
         if missing:
             status = f"installed, not usable: missing {', '.join(missing)}"
         else:
             try:
-                reason = plugins.load_backend(info.name).unavailable_reason()
+                backend = plugins.load_backend(info.name)
+                reason = backend.unavailable_reason()
+                notes = backend.environment_notes()
             except ExporterError as exc:
                 reason = str(exc)
             if reason:
                 status = f"installed, not usable: {reason}"
         print(f"{info.name:<12} {info.distribution or '?'} {info.version or ''}  {status}")
+        for note in notes:
+            print(f"{'':<12} {note}")
 
 
 def _print_features(args: argparse.Namespace) -> None:

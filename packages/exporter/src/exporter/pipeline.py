@@ -204,7 +204,7 @@ def run_export(
     """
     emit = log if log is not None else logger.info
     backend_cls = plugins.load_backend(backend_name)
-    reason = backend_cls.unavailable_reason()
+    reason = backend_cls.unavailable_reason_for(dict(options or {}))
     if reason:
         raise BackendUnavailableError(reason)
     atol = check_atol(atol)
