@@ -53,7 +53,12 @@ CORE_FAMILIES_MODULE = "exporter_core.architectures"
 #: Distributions whose versions every recorded outcome carries (the support matrix prints them).
 VERSIONED_DISTRIBUTIONS = ("torch", "transformers", "onnx", "onnxruntime")
 #: Features that exercise the most, best first: every part and cache of an encoder-decoder, a decoder's cache...
-_PREFERRED_WITH_PAST = ("seq2seq-lm-with-past", "causal-lm-with-past", "default-with-past")
+_PREFERRED_WITH_PAST = (
+    "seq2seq-lm-with-past",
+    "speech2seq-lm-with-past",
+    "causal-lm-with-past",
+    "default-with-past",
+)
 #: ... then a head that pools or classifies over padded rows.
 _PREFERRED_HEADS = ("image-classification", "sequence-classification")
 _WITH_PAST = "-with-past"
