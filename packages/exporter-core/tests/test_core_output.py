@@ -45,6 +45,18 @@ def test_commit_of_named_files_replaces_existing_ones_and_drops_the_rest(tmp_pat
     assert _leftovers(tmp_path) == []
 
 
+def test_a_staged_folder_replaces_the_previous_exports_folder(tmp_path: Path) -> None:
+    """A sentence-transformers export stages 1_Pooling/config.json: exporting again over it replaces the folder."""
+    for text in ("old", "new"):
+        with StagedOutput(tmp_path) as staged:
+            (staged.path / "1_Pooling").mkdir()
+            (staged.path / "1_Pooling" / "config.json").write_text(text)
+            (staged.path / "model.onnx").write_text(text)
+            staged.commit(replaces=["1_Pooling", "model.onnx"])
+    assert (tmp_path / "1_Pooling" / "config.json").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["1_Pooling", "model.onnx"]
+
+
 def test_an_exception_discards_everything_and_leaves_the_destination_as_it_was(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"previous good model")
     before = sorted(os.listdir(tmp_path))

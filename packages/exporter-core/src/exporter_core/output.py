@@ -302,16 +302,17 @@ class StagedOutput:
     def commit(self, names: list[str] | None = None, replaces: Iterable[str] = ()) -> list[Path]:
         """Move the staged files (all of them, or `names`) into the destination; return their final paths.
 
-        `replaces` names files of the destination that belong to the export being replaced: those the new set
-        does not overwrite are removed, and if moving the new set in fails every one of them is put back.
+        `replaces` names files (or folders) of the destination that belong to the export being replaced: those the
+        new set does not overwrite are removed, and if moving the new set in fails every one of them is put back.
         """
         chosen = names if names is not None else self.staged_names()
         # Data files first and the files that reference them last, so a reader never sees a model whose
         # external data is missing.
         chosen = sorted(chosen, key=lambda n: (n.endswith((".onnx", ".pt", ".json")), n))
+        # Folders too (a sentence-transformers export's 1_Pooling/): a folder cannot be moved onto a non-empty one.
         old = sorted(
-            {n for n in replaces if (self.destination / n).is_file()}
-            | {n for n in chosen if (self.destination / n).is_file()}
+            {n for n in replaces if (self.destination / n).exists()}
+            | {n for n in chosen if (self.destination / n).exists()}
         )
         moved: list[Path] = []
         with deferred_interruptions():
