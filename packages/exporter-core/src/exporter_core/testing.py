@@ -158,7 +158,8 @@ def build_tiny_checkpoint(
     """Save a random-weight tiny model for (`model_type`, `feature`) into `folder` and return the folder.
 
     Sizes are the architecture's (`tiny_config_for`), then `config_overrides`. `init_std` sets every random-weight
-    standard deviation (`init_std_overrides`) unless `config_overrides` names one; None keeps Transformers' own.
+    standard deviation (`init_std_overrides`) unless the sizes or `config_overrides` name one; None keeps
+    Transformers' own.
     `with_image_processor` saves an image processor sized to the model's ``image_size`` (preprocessor_config.json);
     `with_feature_extractor` the architecture's `OnnxConfig.tiny_feature_extractor` (an error when it has none).
     """
@@ -168,7 +169,14 @@ def build_tiny_checkpoint(
     from exporter_core.plugins import load_architecture
 
     folder = Path(folder)
-    overrides = dict(init_std_overrides(model_type, init_std)) if init_std is not None else {}
+    # An architecture's own tiny sizes may set a standard deviation (depthwise-convolution stacks fade to ~1e-12 at
+    # the kit's): theirs wins over `init_std`, as `config_overrides` do.
+    own = tiny_config_for(model_type)
+    overrides = (
+        {k: v for k, v in init_std_overrides(model_type, init_std).items() if k not in own}
+        if init_std is not None
+        else {}
+    )
     overrides.update(config_overrides or {})
     config = tiny_model_config(model_type, **overrides)
     config_cls = load_architecture(model_type)

@@ -170,6 +170,18 @@ _DETR = {
     "image_size": 64,
 }
 
+#: Weight scales of the tiny models whose stacked (depthwise) convolutions or attention biases fade the signal at
+#: the kit's 0.1: their outputs came out between 1e-10 and 1e-27, so validation compared zeros. Each value is the
+#: smallest probed (0.1-2.0) giving outputs of order 1e-3 to 1 without ReLU6 saturation or overflow.
+_DEPTHWISE_INIT: Mapping[str, Mapping[str, float]] = {
+    "efficientnet": {"initializer_range": 0.5},
+    "mobilenet_v1": {"initializer_range": 0.3},
+    "mobilenet_v2": {"initializer_range": 0.2},
+    "mobilevit": {"initializer_range": 0.3},
+    "mobilevitv2": {"initializer_range": 0.5},
+    "levit": {"initializer_range": 0.2},
+}
+
 #: Tiny test sizes per model type; stage lists are shortened together (depths, widths, heads of a stage).
 _TINY: Mapping[str, Mapping[str, Any]] = {
     "swin": _SWIN,
@@ -192,15 +204,17 @@ _TINY: Mapping[str, Mapping[str, Any]] = {
         "expand_ratios": [1, 2],
         # The head's width is hard-wired to round_filters(1280) = 320 at this width coefficient.
         "hidden_dim": 320,
+        **_DEPTHWISE_INIT["efficientnet"],
     },
-    "mobilenet_v1": {"depth_multiplier": 0.25, "image_size": 32},
-    "mobilenet_v2": {"depth_multiplier": 0.25, "image_size": 32},
+    "mobilenet_v1": {"depth_multiplier": 0.25, "image_size": 32, **_DEPTHWISE_INIT["mobilenet_v1"]},
+    "mobilenet_v2": {"depth_multiplier": 0.25, "image_size": 32, **_DEPTHWISE_INIT["mobilenet_v2"]},
     "mobilevit": {
         "image_size": 64,
         "hidden_sizes": [16, 24, 32],
         "neck_hidden_sizes": [8, 8, 16, 16, 24, 24, 32],
         "num_attention_heads": 2,
         "aspp_out_channels": 16,
+        **_DEPTHWISE_INIT["mobilevit"],
     },
     "mobilevitv2": {
         "image_size": 64,
@@ -208,6 +222,7 @@ _TINY: Mapping[str, Mapping[str, Any]] = {
         "base_attn_unit_dims": [16, 24, 32],
         "n_attn_blocks": [1, 1, 1],
         "aspp_out_channels": 16,
+        **_DEPTHWISE_INIT["mobilevitv2"],
     },
     "dinov2": {**_VIT, "mlp_ratio": 2},
     "dinov2_with_registers": {**_VIT, "mlp_ratio": 2, "num_register_tokens": 2},
@@ -229,6 +244,7 @@ _TINY: Mapping[str, Mapping[str, Any]] = {
         "num_attention_heads": [2, 2, 2],
         "depths": [1, 1, 1],
         "key_dim": [4, 4, 4],
+        **_DEPTHWISE_INIT["levit"],
     },
     "poolformer": {**_FOUR_STAGES, "image_size": 64},
     "pvt": {
