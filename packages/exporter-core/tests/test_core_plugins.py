@@ -71,7 +71,8 @@ def test_unknown_backend_lists_the_installed_ones_and_says_pip_install() -> None
     assert message.startswith("no backend named 'no-such-backend' is installed (installed: ")
     assert f"(installed: {', '.join(installed) or 'none'})" in message
     assert "pip install" in message and "\n" not in message
-    assert isinstance(caught.value, UserError) and caught.value.exit_code == 2
+    # A backend that is not installed is the environment's problem (exit 3), as a missing dependency is.
+    assert isinstance(caught.value, UserError) and caught.value.exit_code == 3
 
 
 def test_core_names_no_first_party_backend(monkeypatch: pytest.MonkeyPatch) -> None:
