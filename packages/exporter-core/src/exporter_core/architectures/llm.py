@@ -202,6 +202,10 @@ class LLMFromOpset18OnnxConfig(LLMOnnxConfig):
     """
 
     min_onnx_opset: ClassVar[int] = 18
+    min_onnx_opset_reason: ClassVar[str] = (
+        "below it the TorchScript-based exporter cannot write its rotary embedding (repeat_interleave over a "
+        "dynamic axis) or Apertus's expm1 activation"
+    )
 
     def check_opset(self, opset: int) -> None:
         """Refuse opsets below 18 with the reason."""
