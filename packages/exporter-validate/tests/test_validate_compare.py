@@ -137,8 +137,10 @@ def test_every_output_beyond_atol_is_reported(bert_qa: Any, make_runner: Any, ti
     assert start.max_abs_diff == pytest.approx(1e-3, rel=1e-3)
     assert end.max_abs_diff == pytest.approx(2e-3, rel=1e-3)
     assert len(report.failures) == 2
-    assert report.failures[0].startswith('output "start_logits": max abs difference 1.000e-03 exceeds atol 1e-05')
-    assert report.failures[1].startswith('output "end_logits": max abs difference 2.000e-03 exceeds atol 1e-05')
+    # Each failure names the worst position (batch row, sequence position) where the difference is largest.
+    assert report.failures[0].startswith('output "start_logits": max abs difference 1.000e-03 at (')
+    assert report.failures[1].startswith('output "end_logits": max abs difference 2.000e-03 at (')
+    assert all("exceeds atol 1e-05" in failure for failure in report.failures)
     failing_lines = [line for line in lines if line.startswith("\t\t-[x] values not close enough (atol: 1e-05")]
     assert len(failing_lines) == 2
     assert lines.count("\t\t-[✓] (3, 9) matches (3, 9)") == 2
@@ -368,7 +370,11 @@ def test_nan_where_the_reference_has_a_number_fails(bert_qa: Any, make_runner: A
     start, end = report.outputs
     assert start.passed
     assert not end.passed and end.max_abs_diff == float("inf")
-    assert report.failures == ['output "end_logits": max abs difference inf exceeds atol 1e-05']
+    # The failure says which side produced the NaN, and where.
+    (failure,) = report.failures
+    assert failure.startswith('output "end_logits": max abs difference inf at (0, 0) exceeds atol 1e-05')
+    assert "the exported model produced 1 non-finite value(s) (first nan at (0, 0))" in failure
+    assert "the PyTorch model's values there are finite" in failure
 
 
 @pytest.mark.parametrize(
