@@ -18,6 +18,9 @@ __all__ = ["FeaturesManager", "config_class_for", "supported_features"]
 
 ConfigConstructor = Callable[[Any], "OnnxConfig"]
 
+#: Features that need a checkpoint's own files beyond its model config; the old static API does not list them.
+CHECKPOINT_FEATURES = frozenset({"sentence-embedding"})
+
 
 def config_class_for(model_type: str) -> type[OnnxConfig]:
     """The architecture config class installed for `model_type`, or a clear error listing what is installed."""
@@ -53,9 +56,12 @@ class FeaturesManager:
             if model_name:
                 raise UnsupportedModelTypeError(f"{model_name}: {exc}") from None
             raise
+        # The old API builds a config from a model config alone: a feature that needs the checkpoint's own files
+        # (sentence-embedding reads the pooling of a sentence-transformers folder) is the new API's and CLI's.
         return {
             feature: functools.partial(cls.for_feature, feature=feature)
             for feature in cls.supported_features(model_type)
+            if feature not in CHECKPOINT_FEATURES
         }
 
     @staticmethod
