@@ -366,11 +366,14 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
             attn_implementation=self.export_attn_implementation,
         )
 
+    #: The task whose with-past export is checked for generation parity (speech: ``speech2seq-lm``).
+    generating_task: ClassVar[str] = "seq2seq-lm"
+
     def plan_checks(self, model: Any, preprocessor: Any = None) -> list[PlanCheck]:
-        """Generation parity over the three graphs for ``seq2seq-lm-with-past``."""
+        """Generation parity over the three graphs for the generating task with past (``seq2seq-lm-with-past``)."""
         from exporter_core.plan import PlanCheck
 
-        if not (self.use_past and self.task == "seq2seq-lm"):
+        if not (self.use_past and self.task == self.generating_task):
             return []
 
         def parity(runners: Mapping[str, Any]) -> Any:

@@ -49,7 +49,7 @@ from exporter_core.errors import OpsetError
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
 
-    from exporter_core.plan import ExportPlan, PlanCheck, Scenario
+    from exporter_core.plan import ExportPlan, Scenario
 
 __all__ = [
     "MOONSHINE_ONNX_REFUSAL",
@@ -89,6 +89,7 @@ class SpeechSeq2SeqOnnxConfig(Seq2SeqOnnxConfig):
     decoder_mask_axis: ClassVar[str | None] = None
     #: Generation settings switched off on both sides of the parity check (`generation.parity_generation_config`).
     parity_neutral_generation: ClassVar[Mapping[str, Any]] = {}
+    generating_task: ClassVar[str] = "speech2seq-lm"
 
     # -- what differs per model ---------------------------------------------------------------------------
     @property
@@ -174,20 +175,6 @@ class SpeechSeq2SeqOnnxConfig(Seq2SeqOnnxConfig):
             value = np.asarray(extracted[name])
             arrays[name] = value.astype(np.int64 if name == "attention_mask" else np.float32)
         return arrays
-
-    def plan_checks(self, model: Any, preprocessor: Any = None) -> list[PlanCheck]:
-        """Generation parity over the three graphs for ``speech2seq-lm-with-past``."""
-        from exporter_core.plan import PlanCheck
-
-        if not (self.use_past and self.is_decoding_task):
-            return []
-
-        def parity(runners: Mapping[str, Any]) -> Any:
-            from exporter_core.generation import seq2seq_parity
-
-            return seq2seq_parity(model, self, runners, preprocessor)
-
-        return [PlanCheck("generation parity", parity)]
 
     def encoder_config(self) -> SpeechEncoderOnnxConfig:
         return SpeechEncoderOnnxConfig(self)
