@@ -7,9 +7,11 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from conftest import EXAMPLE, run_module
 
 import exporter
+from exporter_validate.compare import DEFAULT_RTOL
 
 
 def test_old_command_line_prints_old_log(tmp_path):
@@ -21,8 +23,10 @@ def test_old_command_line_prints_old_log(tmp_path):
     assert "\t-[✓] ONNX model output names match reference model ({'logits'})" in lines
     assert '\t- Validating ONNX Model output "logits":' in lines
     assert "\t\t-[✓] (3, 2) matches (3, 2)" in lines
-    assert "\t\t-[✓] all values close (atol: 1e-05)" in lines  # the old line, word for word
-    assert any(line.startswith("\t\t    max abs diff ") for line in lines)
+    # The old verdict line, with the default's relative term stated beside the atol (an --atol alone keeps the old
+    # line word for word); the measurement line states the output's effective tolerance.
+    assert f"\t\t-[✓] all values close (atol: 1e-05, rtol: {DEFAULT_RTOL:g})" in lines
+    assert any(line.startswith("\t\t    max abs diff ") and "; tolerance " in line for line in lines)
     assert lines[-1] == f"All good, model saved at: {out / 'model.onnx'}"
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
     onnx.checker.check_model(str(out / "model.onnx"))
@@ -66,11 +70,14 @@ def test_report_json_states_shapes_and_tolerance(cli, checkpoint, tmp_path):
     report = json.loads((tmp_path / "model.onnx.validation.json").read_text())
     assert report["passed"] is True
     part = report["parts"][0]
-    assert part["rtol"] == 0.0 and part["atol"] == 1e-5
+    assert part["rtol"] == DEFAULT_RTOL and part["atol"] == 1e-5
     assert part["reference_inputs"]["input_ids"] == [3, 9]
     assert [o["name"] for o in part["outputs"]] == ["start_logits", "end_logits"]
     for output in part["outputs"]:
-        assert output["max_abs_diff"] <= 1e-5
+        # Each output states its own tolerance: atol + rtol x its largest reference value.
+        assert output["atol"] == 1e-5 and output["rtol"] == DEFAULT_RTOL and output["reference_magnitude"] > 0
+        assert output["tolerance"] == pytest.approx(1e-5 + DEFAULT_RTOL * output["reference_magnitude"])
+        assert output["max_abs_diff"] <= output["tolerance"]
         assert output["compared"] == "real positions (attention_mask == 1)"
 
 

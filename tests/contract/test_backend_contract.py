@@ -85,7 +85,7 @@ def _check_report_beside_artifact(backend_cls: type[Backend], report: Any, out: 
     assert saved["parts"] and all(part["outputs"] for part in saved["parts"])
     for part in saved["parts"]:
         for output in part["outputs"]:
-            assert output["passed"] and output["max_abs_diff"] <= output["atol"]
+            assert output["passed"] and output["max_abs_diff"] <= output["tolerance"]
         # The contract's ExportedPart.export_inputs: the shapes the artifact was captured or traced at.
         assert part["export_inputs"] and set(part["export_inputs"]) == set(part["reference_inputs"]), part["part"]
     assert not [p for p in out.iterdir() if p.name.startswith(".exporter-")]

@@ -14,6 +14,7 @@ from exporter_core.architectures.encoders import BertOnnxConfig
 from exporter_core.config import OnnxSeq2SeqConfigWithPast
 from exporter_core.testing import tiny_model_config
 from exporter_validate import compare_outputs, max_abs_difference, validate_outputs
+from exporter_validate.compare import DEFAULT_RTOL, resolve_tolerance
 
 ATOL = 1e-5
 Outputs = dict[str, np.ndarray]
@@ -49,8 +50,14 @@ def qa_config() -> BertOnnxConfig:
 def test_exact_artifact_passes_with_the_old_log_lines(bert_default: Any, make_runner: Any, tiny_tokenizer: Any) -> None:
     model, config = bert_default
     lines: list[str] = []
+    # An atol alone is the old, absolute tolerance: the old verdict line, word for word.
     report = validate_outputs(
-        config, model, make_runner(model, ["last_hidden_state"]), preprocessor=tiny_tokenizer, log=lines.append
+        config,
+        model,
+        make_runner(model, ["last_hidden_state"]),
+        preprocessor=tiny_tokenizer,
+        atol=ATOL,
+        log=lines.append,
     )
     assert report.passed and report.failures == []
     assert report.reference_inputs == {"input_ids": [3, 9], "attention_mask": [3, 9], "token_type_ids": [3, 9]}
@@ -129,6 +136,7 @@ def test_every_output_beyond_atol_is_reported(bert_qa: Any, make_runner: Any, ti
         model,
         make_runner(model, ["start_logits", "end_logits"], perturb),
         preprocessor=tiny_tokenizer,
+        atol=ATOL,
         log=lines.append,
     )
     assert not report.passed
@@ -149,7 +157,7 @@ def test_every_output_beyond_atol_is_reported(bert_qa: Any, make_runner: Any, ti
 def test_only_the_failing_output_fails(bert_qa: Any, make_runner: Any) -> None:
     model, config = bert_qa
     runner = make_runner(model, ["start_logits", "end_logits"], _add_at_real_positions("end_logits", 3 * ATOL))
-    report = validate_outputs(config, model, runner, log=lambda _line: None)
+    report = validate_outputs(config, model, runner, atol=ATOL, log=lambda _line: None)
     assert [check.passed for check in report.outputs] == [True, False]
     assert len(report.failures) == 1 and '"end_logits"' in report.failures[0]
 
@@ -311,7 +319,7 @@ def test_decoder_outputs_use_the_decoder_mask() -> None:
     assert check.max_abs_diff_excluded == 9.0
 
 
-# -- tolerance: absolute only --------------------------------------------------------------------------------------
+# -- tolerance: atol alone is absolute only --------------------------------------------------------------------------------------
 
 
 def test_rtol_is_zero_a_relatively_tiny_difference_beyond_atol_fails(qa_config: BertOnnxConfig) -> None:
@@ -341,6 +349,7 @@ def test_rtol_is_zero_on_a_real_model_output(bert_default: Any, make_runner: Any
         model,
         make_runner(model, ["last_hidden_state"], perturb),
         preprocessor=tiny_tokenizer,
+        atol=ATOL,
         log=lambda _l: None,
     )
     # |reference| > 1 there, so np.allclose's hidden rtol term (1e-5 * |reference|) covers the difference.
@@ -365,6 +374,7 @@ def test_nan_where_the_reference_has_a_number_fails(bert_qa: Any, make_runner: A
         model,
         make_runner(model, ["start_logits", "end_logits"], perturb),
         preprocessor=tiny_tokenizer,
+        atol=ATOL,
         log=lambda _l: None,
     )
     start, end = report.outputs
@@ -444,3 +454,64 @@ def test_max_abs_difference_is_infinite_for_nan_shape_or_missing_output(
     ref = {"start_logits": np.zeros((1, 2), np.float32), "end_logits": np.zeros((1, 2), np.float32)}
     out = {"end_logits": np.zeros((1, 2), np.float32), **exported}
     assert max_abs_difference(qa_config, {}, ref, out) == expected
+
+
+# -- tolerance: the default scales with each output's magnitude -------------------------------------------------
+
+
+def test_the_default_tolerance_is_atol_plus_rtol_times_the_reference_magnitude(qa_config: BertOnnxConfig) -> None:
+    reference = {"start_logits": np.array([[1000.0, -2000.0]]), "end_logits": np.array([[0.5, -0.25]])}
+    exported = {"start_logits": reference["start_logits"] + 0.1, "end_logits": reference["end_logits"] + 1e-4}
+    start, end = compare_outputs(qa_config, {}, reference, exported, ATOL, DEFAULT_RTOL)
+    # Each output's own magnitude: 2000 lets 0.1 pass (tolerance 0.21), 0.5 does not let 1e-4 pass (tolerance 6e-5).
+    assert start.reference_magnitude == 2000.0 and start.tolerance == pytest.approx(ATOL + DEFAULT_RTOL * 2000.0)
+    assert start.passed
+    assert end.reference_magnitude == 0.5 and end.tolerance == pytest.approx(ATOL + DEFAULT_RTOL * 0.5)
+    assert not end.passed
+
+
+def test_the_magnitude_is_taken_at_compared_positions_only(qa_config: BertOnnxConfig) -> None:
+    inputs = {"attention_mask": np.array([[1, 1, 0]])}
+    reference = {"start_logits": np.array([[1.0, -2.0, 1e6]]), "end_logits": np.array([[0.0, 0.0, np.inf]])}
+    exported = {"start_logits": reference["start_logits"].copy(), "end_logits": reference["end_logits"].copy()}
+    start, end = compare_outputs(qa_config, inputs, reference, exported, ATOL, DEFAULT_RTOL)
+    # A huge value at a padded position widens nothing; neither does a non-finite one.
+    assert start.reference_magnitude == 2.0 and end.reference_magnitude == 0.0
+
+
+def test_tolerance_resolution() -> None:
+    config = BertOnnxConfig(tiny_model_config("bert"), task="default")
+    assert resolve_tolerance(config, None, None) == (config.atol_for_validation, DEFAULT_RTOL)
+    assert resolve_tolerance(config, 1e-3, None) == (1e-3, 0.0)  # an atol alone is strictly absolute
+    assert resolve_tolerance(config, None, 1e-2) == (config.atol_for_validation, 1e-2)
+    assert resolve_tolerance(config, 1e-3, 0.0) == (1e-3, 0.0)
+
+
+def test_default_log_and_report_state_each_outputs_tolerance(
+    bert_default: Any, make_runner: Any, tiny_tokenizer: Any
+) -> None:
+    model, config = bert_default
+    lines: list[str] = []
+    report = validate_outputs(
+        config, model, make_runner(model, ["last_hidden_state"]), preprocessor=tiny_tokenizer, log=lines.append
+    )
+    (check,) = report.outputs
+    assert report.passed and report.rtol == DEFAULT_RTOL and check.rtol == DEFAULT_RTOL
+    assert check.reference_magnitude is not None and check.reference_magnitude > 0
+    assert lines[4] == f"\t\t-[✓] all values close (atol: 1e-05, rtol: {DEFAULT_RTOL:g})"
+    assert lines[5].startswith("\t\t    max abs diff ")
+    assert f"; tolerance {check.tolerance:.3e} = atol 1e-05 + rtol {DEFAULT_RTOL:g} x max|reference| " in lines[5]
+    (data,) = report.to_dict()["outputs"]
+    assert data["atol"] == ATOL and data["rtol"] == DEFAULT_RTOL
+    assert data["reference_magnitude"] == check.reference_magnitude and data["tolerance"] == check.tolerance
+    assert "max|reference|" in report.to_dict()["tolerance"]
+
+
+def test_a_difference_beyond_the_scaled_tolerance_fails_and_says_so(bert_qa: Any, make_runner: Any) -> None:
+    model, config = bert_qa
+    runner = make_runner(model, ["start_logits", "end_logits"], _add_at_real_positions("end_logits", 1e-2))
+    report = validate_outputs(config, model, runner, log=lambda _line: None)
+    start, end = report.outputs
+    assert start.passed and not end.passed
+    (failure,) = report.failures
+    assert f"exceeds tolerance {end.tolerance:.3e} = atol 1e-05 + rtol {DEFAULT_RTOL:g} x max|reference|" in failure

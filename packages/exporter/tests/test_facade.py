@@ -12,7 +12,7 @@ import pytest
 
 import exporter
 from exporter import cli
-from exporter.pipeline import _check_parts, check_atol, report_name, resolve_output
+from exporter.pipeline import _check_parts, check_atol, check_rtol, report_name, resolve_output
 from exporter_core import plugins
 from exporter_core.errors import (
     BackendNotInstalledError,
@@ -184,6 +184,17 @@ def test_check_atol_refuses(bad):
 def test_check_atol_accepts():
     assert check_atol(None) is None
     assert check_atol(1e-4) == 1e-4
+
+
+@pytest.mark.parametrize("bad", [-1e-5, math.nan, math.inf, True, "1e-4"])
+def test_check_rtol_refuses(bad):
+    with pytest.raises(InvalidArgumentError, match="rtol must be a finite number, zero or more"):
+        check_rtol(bad)
+
+
+def test_check_rtol_accepts_zero():
+    assert check_rtol(None) is None
+    assert check_rtol(0) == 0.0 and check_rtol(1e-3) == 1e-3
 
 
 def test_a_backend_must_export_every_plan_part_once():

@@ -14,11 +14,33 @@ from exporter_validate.report import OutputCheck, ValidationReport
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.config import OnnxConfig
 
-__all__ = ["compare_outputs", "max_abs_difference", "reference_outputs", "validate_outputs"]
+__all__ = [
+    "DEFAULT_RTOL",
+    "compare_outputs",
+    "max_abs_difference",
+    "reference_outputs",
+    "resolve_tolerance",
+    "validate_outputs",
+]
 
 logger = logging.getLogger("exporter")
 
 Runner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+#: Relative term of the default tolerance: each output may differ by atol + DEFAULT_RTOL * max|reference| (its
+#: largest compared reference value). fp32 rounding grows with an output's magnitude and the model's depth and
+#: width; measured worst differences over max|reference| (bench/results/tolerance-scale.md) stay below this for
+#: tiny models and for a 1.1B decoder, while a dropped layer or a wrong position offset is 100x and more beyond it.
+DEFAULT_RTOL = 1e-4
+
+
+def resolve_tolerance(config: OnnxConfig | None, atol: float | None, rtol: float | None) -> tuple[float, float]:
+    """(atol, rtol) a validation uses: neither given, the config's atol and `DEFAULT_RTOL`; an atol alone is
+    strictly absolute (rtol 0); an rtol alone keeps the config's atol."""
+    default_atol = float(config.atol_for_validation) if config is not None else 1e-5
+    if atol is not None and rtol is None:
+        return float(atol), 0.0
+    return (default_atol if atol is None else float(atol)), (DEFAULT_RTOL if rtol is None else float(rtol))
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -69,6 +91,7 @@ def _compare_one(
     inputs: Mapping[str, np.ndarray],
     atol: float,
     config: OnnxConfig | None = None,
+    rtol: float = 0.0,
 ) -> OutputCheck:
     check = OutputCheck(
         name=name,
@@ -76,6 +99,7 @@ def _compare_one(
         exported_shape=list(exported.shape),
         max_abs_diff=None,
         atol=atol,
+        rtol=rtol,
     )
     if reference.shape != exported.shape:
         return check
@@ -83,6 +107,7 @@ def _compare_one(
         diff = np.abs(reference.astype(np.float64) - exported.astype(np.float64))
     if diff.size == 0:
         check.max_abs_diff = 0.0
+        check.reference_magnitude = 0.0
         return check
     keep = np.ones(diff.shape, dtype=bool)
     for axis, axis_name in axes.items():
@@ -112,7 +137,17 @@ def _compare_one(
     if not keep.all():
         check.max_abs_diff_excluded = float(diff[~keep].max())
     check.nonfinite = _nonfinite_facts(reference, exported, keep)
+    check.reference_magnitude = _magnitude(reference, keep)
     return check
+
+
+def _magnitude(reference: np.ndarray, keep: np.ndarray) -> float:
+    """Largest finite |reference| at compared positions (0 when there is none): the scale of the relative term."""
+    if not (np.issubdtype(reference.dtype, np.floating) or np.issubdtype(reference.dtype, np.complexfloating)):
+        values = np.abs(reference.astype(np.float64))[keep]
+    else:
+        values = np.abs(reference.astype(np.float64))[keep & np.isfinite(reference)]
+    return float(values.max()) if values.size else 0.0
 
 
 def _nonfinite_facts(reference: np.ndarray, exported: np.ndarray, keep: np.ndarray) -> dict[str, Any] | None:
@@ -144,16 +179,18 @@ def compare_outputs(
     reference: Mapping[str, np.ndarray],
     exported: Mapping[str, np.ndarray],
     atol: float,
+    rtol: float = 0.0,
 ) -> list[OutputCheck]:
-    """One `OutputCheck` per reference output; sequence axes compare real positions only (mask == 1)."""
+    """One `OutputCheck` per reference output; sequence axes compare real positions only (mask == 1). Each output
+    passes when its worst difference is at most ``atol + rtol * max|reference|`` (see `OutputCheck.tolerance`)."""
     axes_by_name = config.outputs
     checks = []
     for name, ref in reference.items():
         if name not in exported:
-            checks.append(OutputCheck(name, list(ref.shape), None, None, atol, missing=True))
+            checks.append(OutputCheck(name, list(ref.shape), None, None, atol, missing=True, rtol=rtol))
             continue
         checks.append(
-            _compare_one(name, axes_by_name.get(name, {}), ref, np.asarray(exported[name]), inputs, atol, config)
+            _compare_one(name, axes_by_name.get(name, {}), ref, np.asarray(exported[name]), inputs, atol, config, rtol)
         )
     return checks
 
@@ -184,12 +221,15 @@ def validate_outputs(
     format_name: str = "ONNX",
     inputs: Mapping[str, np.ndarray] | None = None,
     log: Callable[[str], None] | None = None,
+    rtol: float | None = None,
 ) -> ValidationReport:
     """Run the model and the artifact on reference inputs (another shape, with padding) and compare.
 
-    Returns the report; never raises on a mismatch (callers decide, see `ValidationReport.passed`).
+    Each output passes when its worst difference is at most ``atol + rtol * max|reference|``: with neither given,
+    the config's atol and `DEFAULT_RTOL`; an `atol` alone is strictly absolute (rtol 0); an `rtol` alone keeps the
+    config's atol. Returns the report; never raises on a mismatch (callers decide, see `ValidationReport.passed`).
     """
-    tolerance = float(config.atol_for_validation if atol is None else atol)
+    tolerance, relative = resolve_tolerance(config, atol, rtol)
     if inputs is None:
         inputs = config.generate_reference_inputs(preprocessor, framework="np")
     reference = reference_outputs(reference_model, config, inputs)
@@ -197,8 +237,9 @@ def validate_outputs(
     report = ValidationReport(
         format=format_name,
         atol=tolerance,
+        rtol=relative,
         reference_inputs={name: list(np.shape(v)) for name, v in inputs.items()},
-        outputs=compare_outputs(config, inputs, reference, exported, tolerance),
+        outputs=compare_outputs(config, inputs, reference, exported, tolerance, relative),
         reference_output_names=list(reference),
         exported_output_names=list(exported),
     )

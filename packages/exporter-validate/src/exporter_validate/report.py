@@ -48,6 +48,24 @@ class OutputCheck:
     #: NaN/Inf at compared positions: {"side": "reference" | "exported" | "both", <side>: {count, first_position,
     #: first_value, nan, inf}}; None when every compared value is finite.
     nonfinite: dict[str, Any] | None = None
+    #: Relative term of the tolerance, a fraction of `reference_magnitude` (0: strictly absolute).
+    rtol: float = 0.0
+    #: Largest finite |reference| value at compared positions (None when no value was compared).
+    reference_magnitude: float | None = None
+
+    @property
+    def tolerance(self) -> float:
+        """The effective tolerance of this output: ``atol + rtol * max|reference|``."""
+        return self.atol + self.rtol * (self.reference_magnitude or 0.0)
+
+    def tolerance_text(self) -> str:
+        """How the effective tolerance is made ("1e-05" when absolute, else the sum spelled out)."""
+        if not self.rtol:
+            return f"atol {self.atol:g}"
+        return (
+            f"{self.tolerance:.3e} = atol {self.atol:g} + rtol {self.rtol:g} x max|reference| "
+            f"{self.reference_magnitude or 0.0:.3e}"
+        )
 
     @property
     def nonfinite_note(self) -> str | None:
@@ -85,8 +103,8 @@ class OutputCheck:
 
     @property
     def values_ok(self) -> bool:
-        """Every compared value within `atol` (no relative term)."""
-        return self.shape_ok and self.max_abs_diff is not None and self.max_abs_diff <= self.atol
+        """Every compared value within the effective tolerance (`tolerance`)."""
+        return self.shape_ok and self.max_abs_diff is not None and self.max_abs_diff <= self.tolerance
 
     @property
     def passed(self) -> bool:
@@ -140,9 +158,9 @@ class ValidationReport:
             elif not check.values_ok:
                 where = f" at {tuple(check.worst_position)}" if check.worst_position is not None else ""
                 note = f" ({check.nonfinite_note})" if check.nonfinite_note else ""
+                bound = f"atol {check.atol:g}" if not check.rtol else f"tolerance {check.tolerance_text()}"
                 messages.append(
-                    f'output "{check.name}": max abs difference {check.max_abs_diff:.3e}{where} exceeds atol '
-                    f"{check.atol:g}{note}"
+                    f'output "{check.name}": max abs difference {check.max_abs_diff:.3e}{where} exceeds {bound}{note}'
                 )
         return messages
 
@@ -173,23 +191,39 @@ class ValidationReport:
             else:
                 lines.append(f"\t\t-[x] shape {out_shape} doesn't match {ref_shape}")
                 continue
-            # The verdict line is the old exporter's, word for word; the measurement follows on its own line.
+            # With an absolute tolerance the verdict line is the old exporter's, word for word; the measurement and
+            # the effective tolerance follow on their own line.
+            stated = f"atol: {check.atol:g}" + (f", rtol: {check.rtol:g}" if check.rtol else "")
             if check.values_ok:
-                lines.append(f"\t\t-[✓] all values close (atol: {check.atol:g})")
+                lines.append(f"\t\t-[✓] all values close ({stated})")
             else:
-                lines.append(f"\t\t-[x] values not close enough (atol: {check.atol:g})")
+                lines.append(f"\t\t-[x] values not close enough ({stated})")
             where = "all positions" if check.compared == "all" else check.compared
-            lines.append(f"\t\t    max abs diff {check.max_abs_diff:.3e} over {where}")
+            measured = f"\t\t    max abs diff {check.max_abs_diff:.3e} over {where}"
+            if check.rtol:
+                measured += f"; tolerance {check.tolerance_text()}"
+            lines.append(measured)
             if check.nonfinite_note:
                 lines.append(f"\t\t    {check.nonfinite_note}")
         return lines
+
+    def tolerance_rule(self) -> str:
+        """The rule every output was held to, in words."""
+        if not self.rtol:
+            return f"|exported - reference| <= {self.atol:g} at every compared position (no relative term)"
+        return (
+            f"|exported - reference| <= {self.atol:g} + {self.rtol:g} x max|reference| at every compared position, "
+            "max|reference| taken per output over its compared positions (each output's tolerance is in outputs)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: every field, plus per-output verdicts and the overall one."""
         outputs = []
         for check in self.outputs:
             data = asdict(check)
-            data.update(shape_ok=check.shape_ok, values_ok=check.values_ok, passed=check.passed)
+            data.update(
+                tolerance=check.tolerance, shape_ok=check.shape_ok, values_ok=check.values_ok, passed=check.passed
+            )
             reason = check.diff_reason()
             if reason:
                 data["max_abs_diff_reason"] = reason
@@ -203,7 +237,7 @@ class ValidationReport:
             "passed": self.passed,
             "atol": self.atol,
             "rtol": self.rtol,
-            "tolerance": f"|exported - reference| <= {self.atol:g} at every compared position (no relative term)",
+            "tolerance": self.tolerance_rule(),
             "export_inputs": self.export_inputs,
             "reference_inputs": self.reference_inputs,
             "reference_output_names": self.reference_output_names,

@@ -29,6 +29,7 @@ def export(
     feature: str = "default",
     *,
     atol: float | None = None,
+    rtol: float | None = None,
     preprocessor: str = "auto",
     cache_dir: str | Path | None = None,
     keep_invalid: bool = False,
@@ -41,7 +42,9 @@ def export(
     """Export the checkpoint `model` (folder or cached hub id) with backend `format` into `output`.
 
     Backend options go as keywords (``opset=14`` for ONNX); an unknown keyword is refused before the model is
-    loaded, with the nearest valid name. `output` must be an empty or new folder unless `overwrite` (which
+    loaded, with the nearest valid name. Each output passes when it is within ``atol + rtol * max|reference|`` of
+    PyTorch's (neither given: the architecture's atol and the default rtol; `atol` alone: strictly absolute).
+    `output` must be an empty or new folder unless `overwrite` (which
     replaces the files of a previous export of the same artifact and leaves other files alone).
     `allow_random_head` exports a feature whose head weights the checkpoint lacks; `allow_nonfinite` exports
     NaN/Inf weights; `report` is a second place for the JSON report. Returns the `ExportReport`; raises
@@ -61,6 +64,7 @@ def export(
         output,
         feature=feature,
         atol=atol,
+        rtol=rtol,
         preprocessor=preprocessor,
         cache_dir=cache_dir,
         keep_invalid=keep_invalid,

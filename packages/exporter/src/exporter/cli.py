@@ -87,7 +87,18 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fals
         "are accepted. " + ("Default: default." if legacy else "Default: the checkpoint's own (its architectures)."),
     )
     parser.add_argument(
-        "--atol", type=float, default=None, help="Absolute difference tolerance when validating the model."
+        "--atol",
+        type=float,
+        default=None,
+        help="Absolute difference tolerance when validating the model. Given alone it is the whole tolerance "
+        "(no relative term); default: the architecture's (1e-05 for most) plus the relative term of --rtol.",
+    )
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="Relative tolerance: each output may differ by atol + rtol x max|reference output| (its largest "
+        "value). Default: 1e-04 unless --atol is given alone (then 0).",
     )
     parser.add_argument(
         "--framework",
@@ -260,6 +271,7 @@ def export_command(backend_name: str, args: argparse.Namespace, options: dict[st
         args.output,
         feature=args.feature,
         atol=args.atol,
+        rtol=args.rtol,
         preprocessor=args.preprocessor,
         framework=args.framework,
         cache_dir=args.cache_dir,

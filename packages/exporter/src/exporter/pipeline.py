@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "check_atol",
     "check_destination",
+    "check_rtol",
     "failed_report_name",
     "owned_files",
     "report_name",
@@ -56,6 +57,7 @@ EXPORT_KEYWORDS = (
     "format",
     "feature",
     "atol",
+    "rtol",
     "preprocessor",
     "framework",
     "cache_dir",
@@ -76,6 +78,17 @@ def check_atol(atol: float | None) -> float | None:
             f"atol must be a positive finite number, got {atol!r}; for example {option_hint('atol', 1e-4)}"
         )
     return float(atol)
+
+
+def check_rtol(rtol: float | None) -> float | None:
+    """A relative tolerance must be a finite number, zero or more (0: the tolerance is atol alone)."""
+    if rtol is None:
+        return None
+    if not isinstance(rtol, (int, float)) or isinstance(rtol, bool) or not math.isfinite(rtol) or rtol < 0:
+        raise InvalidArgumentError(
+            f"rtol must be a finite number, zero or more, got {rtol!r}; for example {option_hint('rtol', 1e-4)}"
+        )
+    return float(rtol)
 
 
 def resolve_output(output: str | Path, default_artifact: str) -> tuple[Path, str]:
@@ -182,6 +195,7 @@ def run_export(
     *,
     feature: str | None = "default",
     atol: float | None = None,
+    rtol: float | None = None,
     preprocessor: str = "auto",
     framework: str | None = None,
     cache_dir: str | Path | None = None,
@@ -197,7 +211,8 @@ def run_export(
 
     Every check that does not need the model (backend, options, feature, output folder, checkpoint files) runs
     before the model is loaded. `overwrite` lets the export replace a previous export's files in a folder that
-    holds files; `allow_random_head` exports a feature whose head weights the checkpoint lacks (randomly
+    holds files; `atol` and `rtol` set the tolerance of every output, ``atol + rtol * max|reference|`` (neither:
+    the architecture's atol and the default rtol; `atol` alone: strictly absolute); `allow_random_head` exports a feature whose head weights the checkpoint lacks (randomly
     initialised, and said so in the report); `allow_nonfinite` exports weights holding NaN or Inf; `report` is
     where the JSON report goes in addition to the output folder. Returns the `ExportReport`; raises
     `ValidationError` (carrying the report, which is also written) when validation fails.
@@ -208,6 +223,7 @@ def run_export(
     if reason:
         raise BackendUnavailableError(reason)
     atol = check_atol(atol)
+    rtol = check_rtol(rtol)
     # Option mistakes are refused before the checkpoint is read.
     if backend_cls.option_names is not None:
         refuse_unknown_options(backend_name, options or {}, backend_cls.option_names, also=EXPORT_KEYWORDS)
@@ -258,7 +274,7 @@ def run_export(
             # Again under the folder's lock: another export may have finished there while the model loaded.
             previous = check_destination(destination, artifact, overwrite)
             export_report = _export_and_validate(
-                backend, backend_name, plan, staged.path, artifact, processor, backend_options, atol, emit
+                backend, backend_name, plan, staged.path, artifact, processor, backend_options, atol, emit, rtol
             )
             export_report.model = str(model)
             for part_report in export_report.parts:
@@ -320,6 +336,7 @@ def _export_and_validate(
     backend_options: dict[str, Any],
     atol: float | None,
     emit: Callable[[str], None],
+    rtol: float | None = None,
 ) -> ExportReport:
     """Let the backend write the plan into `staging`, then validate every part and run the plan's checks."""
     from exporter_validate import ExportReport, validate_outputs
@@ -342,6 +359,7 @@ def _export_and_validate(
                 exported.runner,
                 preprocessor=processor,
                 atol=atol,
+                rtol=rtol,
                 format_name=backend_cls.display_name,
                 inputs=scenario.inputs,
                 log=emit,

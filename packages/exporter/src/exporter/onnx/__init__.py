@@ -48,17 +48,21 @@ def validate_model_outputs(
     onnx_named_outputs: Iterable[str],
     atol: float,
     tokenizer: Any = None,
+    rtol: float | None = None,
 ) -> Any:
     """The old validation call: compare the ONNX file with the model; raise `ValueError` on any mismatch.
 
     Unlike the old one it checks every output before raising, uses inputs of another shape than the
-    export with padding, and states the whole tolerance (absolute, no relative term). Returns the report.
+    export with padding, and states the whole tolerance: `atol` alone, as the old call, is absolute (no relative
+    term); `rtol` adds ``rtol * max|reference|`` per output. Returns the report.
     """
     from exporter_onnx.runtime import OnnxRuntimeRunner
     from exporter_validate import validate_outputs
 
     runner = OnnxRuntimeRunner(onnx_model)
-    report = validate_outputs(config, reference_model, runner, preprocessor=preprocessor or tokenizer, atol=atol)
+    report = validate_outputs(
+        config, reference_model, runner, preprocessor=preprocessor or tokenizer, atol=atol, rtol=rtol
+    )
     named = set(onnx_named_outputs)
     unknown = named - set(report.exported_output_names)
     if unknown:
