@@ -18,7 +18,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from exporter_core.config import OnnxConfig
 
-__all__ = ["argument_name", "attention_implementation", "export_module", "prepared_for_export", "untied_copy"]
+__all__ = [
+    "argument_name",
+    "attention_implementation",
+    "eager_attention_for_capture",
+    "export_module",
+    "prepared_for_export",
+    "untied_copy",
+]
 
 _modules_by_signature: dict[tuple[str, ...], type] = {}
 
@@ -137,6 +144,51 @@ def attention_implementation(model: Any, implementation: str | None) -> Iterator
         yield
     finally:
         model.set_attn_implementation(previous)
+
+
+#: Attention implementations a graph is better captured as eager: torch.export keeps SDPA as one operator that
+#: the ONNX converter decomposes with a transposed-key reshape chain and an IsNaN/Where guard per layer (for
+#: rows that mask everything), which onnxruntime cannot fuse away; eager attention is a plain MatMul, Softmax
+#: and MatMul with a finite additive mask, the graph runtimes optimise best.
+_CAPTURED_AS_EAGER = frozenset({"sdpa"})
+
+
+def _outermost_pretrained(module: torch.nn.Module) -> list[Any]:
+    """The Transformers models in `module`'s tree that no other Transformers model in it contains."""
+    from transformers import PreTrainedModel
+
+    found: list[Any] = []
+    inside: set[int] = set()
+    for sub in module.modules():
+        if id(sub) in inside or not isinstance(sub, PreTrainedModel):
+            continue
+        found.append(sub)
+        inside.update(id(m) for m in sub.modules())
+    return found
+
+
+@contextlib.contextmanager
+def eager_attention_for_capture(module: torch.nn.Module) -> Iterator[None]:
+    """Capture the Transformers models in `module` with eager attention where they run SDPA; restore after.
+
+    A model that refuses eager attention keeps its own implementation. Validation runs the model as the user
+    loaded it (outside this block), so the graph is still compared with the model's own attention.
+    """
+    switched: list[tuple[Any, str]] = []
+    try:
+        for model in _outermost_pretrained(module):
+            current = getattr(getattr(model, "config", None), "_attn_implementation", None)
+            if current not in _CAPTURED_AS_EAGER:
+                continue
+            try:
+                model.set_attn_implementation("eager")
+            except (ValueError, ImportError, NotImplementedError):
+                continue
+            switched.append((model, current))
+        yield
+    finally:
+        for model, previous in reversed(switched):
+            model.set_attn_implementation(previous)
 
 
 def untied_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError, option_hint
-from exporter_core.modeling import argument_name, export_module, prepared_for_export
+from exporter_core.modeling import argument_name, eager_attention_for_capture, export_module, prepared_for_export
 from exporter_core.output import StagedOutput
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,6 +152,64 @@ def _strip_debug_metadata(program: Any) -> None:
             node.metadata_props.pop(key, None)
 
 
+def _scalar(value: Any, expected: float) -> bool:
+    """True when `value` is a constant holding the one number `expected` (to float32 precision)."""
+    import numpy as np
+
+    tensor = getattr(value, "const_value", None)
+    if tensor is None:
+        return False
+    array = tensor.numpy()
+    return bool(array.size == 1 and np.isclose(float(array.reshape(())), expected, rtol=1e-6, atol=0.0))
+
+
+def _producer(value: Any, op_type: str) -> Any:
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx") else None
+
+
+def _reorder_erf_gelu(program: Any) -> int:
+    """Write each exact GELU as ``(x * (1 + erf(x / sqrt 2))) * 0.5``; return how many were rewritten.
+
+    The converter writes ``x * (0.5 * (1 + erf(x / sqrt 2)))``: the same function with the halving applied
+    first, an order onnxruntime's GELU fusion does not recognise, so each layer keeps five elementwise
+    operators (and its bias Add) instead of one BiasGelu. Reordering the two products changes the result by at
+    most one rounding of a float32 product, and the graph stays standard ONNX.
+    """
+    import math
+
+    import onnx_ir as ir
+
+    rewritten = 0
+    for outer in list(ir.traversal.RecursiveGraphIterator(program.model.graph)):
+        if outer.op_type != "Mul" or outer.domain not in ("", "ai.onnx") or len(outer.inputs) != 2:
+            continue
+        for half_index in (0, 1):
+            half = _producer(outer.inputs[half_index], "Mul")
+            x = outer.inputs[1 - half_index]
+            if half is None or len(half.inputs) != 2 or len(half.outputs[0].uses()) != 1:
+                continue
+            const_index = 0 if _scalar(half.inputs[0], 0.5) else 1 if _scalar(half.inputs[1], 0.5) else None
+            if const_index is None:
+                continue
+            add = _producer(half.inputs[1 - const_index], "Add")
+            if add is None or len(add.inputs) != 2:
+                continue
+            one_index = 0 if _scalar(add.inputs[0], 1.0) else 1 if _scalar(add.inputs[1], 1.0) else None
+            erf = _producer(add.inputs[1 - one_index], "Erf") if one_index is not None else None
+            div = _producer(erf.inputs[0], "Div") if erf is not None else None
+            if div is None or div.inputs[0] is not x or not _scalar(div.inputs[1], math.sqrt(2.0)):
+                continue
+            constant, erf_term = half.inputs[const_index], half.inputs[1 - const_index]
+            half.replace_input_with(0, x)
+            half.replace_input_with(1, erf_term)
+            outer.replace_input_with(0, half.outputs[0])
+            outer.replace_input_with(1, constant)
+            rewritten += 1
+            break
+    return rewritten
+
+
 def _capture_dynamo(module: Any, dummy: dict[str, Any], config: OnnxConfig, opset: int, optimize: bool) -> Any:
     import torch
 
@@ -256,7 +314,7 @@ def export_onnx(
     names = list(dummy)
     external = config.use_external_data_format(_count_parameters(model))
     fallback_reason = None
-    with prepared_for_export(model, config), torch.no_grad(), _quiet_exporter():
+    with prepared_for_export(model, config), eager_attention_for_capture(model), torch.no_grad(), _quiet_exporter():
         module = export_module(model, config, names)
         if chosen == "dynamo":
             try:
@@ -273,6 +331,7 @@ def export_onnx(
                 chosen = "torchscript"
             else:
                 _strip_debug_metadata(program)
+                _reorder_erf_gelu(program)
                 program.save(str(path), external_data=external)
         if chosen == "torchscript":
             try:
