@@ -255,6 +255,9 @@ class Seq2SeqDecoderOnnxConfig(_PartConfig):
             key = inputs[next(n for n in self.parent.layout.names(PAST_PREFIX) if ".encoder." in n)]
             hidden = key.new_zeros((key.shape[0], key.shape[2], self.parent.hidden_size))
         return {
+            # The encoder is not run (its output is given): no encoder ids. Passed as None rather than left out,
+            # since some forwards (FSMTModel's) take input_ids as a required argument.
+            "input_ids": None,
             "decoder_input_ids": inputs["input_ids"],
             "attention_mask": inputs["encoder_attention_mask"],
             "encoder_outputs": self.parent.encoder_output(hidden),
