@@ -730,8 +730,18 @@ class ProphetNetOnnxConfig(Seq2SeqLMOnnxConfig):
     """ProphetNet: besides the main stream, the decoder predicts ``ngram`` future tokens in streams of their own.
 
     Without past, the graphs return them too: ``last_hidden_state_ngram`` (``default``) or ``logits_ngram``
-    (``seq2seq-lm``), (batch, ngram, decoder_sequence, ...), validated like the main stream.
+    (``seq2seq-lm``), (batch, ngram, decoder_sequence, ...), validated like the main stream. Transformers returns
+    the hidden states' streams concatenated along the sequence, (batch, ngram * decoder_sequence, hidden); the
+    graph returns them one axis per stream, like the logits, so that every axis has one meaning (a static backend
+    pads and slices the decoder axis, which a concatenation of streams interleaves).
     """
+
+    def output_value(self, model_output: Any, name: str) -> Any:
+        value = super().output_value(model_output, name)
+        if name == "last_hidden_state_ngram" and value.dim() == 3:  # (a wrapper may hand it on already split)
+            batch, _, hidden = value.shape
+            value = value.reshape(batch, self._config.ngram, -1, hidden)
+        return value
 
     @property
     def outputs(self) -> Mapping[str, Mapping[int, str]]:
