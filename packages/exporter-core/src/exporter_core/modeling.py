@@ -167,6 +167,22 @@ def _outermost_pretrained(module: torch.nn.Module) -> list[Any]:
     return found
 
 
+def _attention_settings(models: list[Any]) -> list[tuple[Any, Any]]:
+    """Every config of `models` (their sub-models' and nested sub-configs included) with the attention
+    implementation it holds now: what switching to eager rewrites, to put back exactly afterwards."""
+    from transformers import PreTrainedModel
+
+    configs: dict[int, Any] = {}
+    pending: list[Any] = [m.config for model in models for m in model.modules() if isinstance(m, PreTrainedModel)]
+    while pending:
+        config = pending.pop()
+        if config is None or id(config) in configs:
+            continue
+        configs[id(config)] = config
+        pending.extend(getattr(config, key, None) for key in getattr(config, "sub_configs", {}) or {})
+    return [(config, config.__dict__.get("_attn_implementation_internal")) for config in configs.values()]
+
+
 @contextlib.contextmanager
 def eager_attention_for_capture(module: torch.nn.Module) -> Iterator[None]:
     """Capture the Transformers models in `module` with eager attention where they run SDPA; restore after.
@@ -174,21 +190,22 @@ def eager_attention_for_capture(module: torch.nn.Module) -> Iterator[None]:
     A model that refuses eager attention keeps its own implementation. Validation runs the model as the user
     loaded it (outside this block), so the graph is still compared with the model's own attention.
     """
-    switched: list[tuple[Any, str]] = []
+    chosen = [
+        model
+        for model in _outermost_pretrained(module)
+        if getattr(getattr(model, "config", None), "_attn_implementation", None) in _CAPTURED_AS_EAGER
+    ]
+    saved = _attention_settings(chosen)
     try:
-        for model in _outermost_pretrained(module):
-            current = getattr(getattr(model, "config", None), "_attn_implementation", None)
-            if current not in _CAPTURED_AS_EAGER:
-                continue
+        for model in chosen:
             try:
                 model.set_attn_implementation("eager")
             except (ValueError, ImportError, NotImplementedError):
                 continue
-            switched.append((model, current))
         yield
     finally:
-        for model, previous in reversed(switched):
-            model.set_attn_implementation(previous)
+        for config, implementation in saved:
+            config._attn_implementation_internal = implementation
 
 
 def untied_copy(model: torch.nn.Module) -> torch.nn.Module:
