@@ -70,6 +70,17 @@ def test_layers_may_differ() -> None:
     assert not [n for n in cross.past_arrays(1, 3, encoder_length=7, cross=False) if ".encoder." in n]
 
 
+def test_keys_and_values_may_differ_in_size() -> None:
+    """Multi-head latent attention caches a latent as its keys and a rotary key as its values: other widths."""
+    layout = CacheLayout((LayerCache(1, 16, value_head_dim=8), LayerCache(2, 4)))
+    arrays = layout.past_arrays(3, 5)
+    assert arrays["past_key_values.0.key"].shape == (3, 1, 5, 16)
+    assert arrays["past_key_values.0.value"].shape == (3, 1, 5, 8)
+    assert arrays["past_key_values.1.value"].shape == (3, 2, 5, 4)
+    shapes = {name: ["batch", *value.shape[1:2], "past_sequence", value.shape[3]] for name, value in arrays.items()}
+    assert CacheLayout.from_past_shapes(shapes) == layout
+
+
 def test_feed_back_renames_presents_to_the_next_pasts() -> None:
     layout = CacheLayout.uniform(1, 1, 1)
     outputs = {"logits": 1, "present.0.key": 2, "present.0.value": 3}

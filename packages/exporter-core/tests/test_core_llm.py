@@ -12,6 +12,7 @@ from exporter_core.architectures.llm import (
     BloomOnnxConfig,
     LLMFromOpset18OnnxConfig,
     LLMOnnxConfig,
+    helium_rms_norm,
     model_config_fields,
 )
 from exporter_core.errors import OpsetError, UnsupportedFeatureError
@@ -111,8 +112,8 @@ def test_tiny_sizes_name_only_fields_of_the_config_class_and_give_a_cache_the_la
     presents = outputs[1:]
     assert len(presents) == 2 * layout.num_layers
     for i, layer in enumerate(layout.layers):
-        for tensor in presents[2 * i : 2 * i + 2]:
-            assert tuple(tensor.shape) == (2, layer.num_heads, 8, layer.head_dim)
+        for kind, tensor in zip(("key", "value"), presents[2 * i : 2 * i + 2], strict=True):
+            assert tuple(tensor.shape) == (2, layer.num_heads, 8, layer.size_of(f"present.{i}.{kind}"))
     assert torch.isfinite(outputs[0]).all()
 
 
@@ -180,6 +181,72 @@ def test_mixture_of_experts_is_captured_with_batched_experts_and_restored() -> N
     assert "_experts_implementation" not in (
         LLMOnnxConfig.for_feature(_tiny("llama").config, "causal-lm").values_override or {}
     )
+
+
+@pytest.mark.parametrize(("model_type", "patched"), [("dbrx", "DbrxExperts"), ("jetmoe", "JetMoeParallelExperts")])
+def test_experts_the_model_writes_itself_are_patched_to_the_same_sums_traced_for_any_routing(
+    model_type: str, patched: str
+) -> None:
+    """DBRX loops over the experts hit and JetMoE splits rows at counts read back to Python: a trace fixes both at
+    the traced routing. Patched, a trace at one input computes what PyTorch computes at another; then restored."""
+    import importlib
+
+    model = _tiny(model_type)
+    experts = getattr(importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}"), patched)
+    original = experts.forward
+    config = LLMOnnxConfig.for_feature(model.config, "causal-lm")
+    traced_ids, other_ids = _ids(2, 7, seed=1), _ids(3, 5, seed=2)
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids, use_cache=False).logits
+
+    logits = Logits()
+    with torch.no_grad():
+        expected = logits(other_ids)
+        with prepared_for_export(model, config):
+            assert experts.forward is not original
+            torch.testing.assert_close(logits(other_ids), expected, rtol=0, atol=1e-5)
+            traced = torch.jit.trace(logits, (traced_ids,), check_trace=False)
+        assert experts.forward is original
+        torch.testing.assert_close(traced(other_ids), expected, rtol=0, atol=1e-5)
+
+
+def test_helium_norm_adds_its_epsilon_as_a_tensor_while_exporting() -> None:
+    """The ONNX optimizer drops a scalar ``+ 1e-8``; a tensor epsilon is kept, and PyTorch computes the same."""
+    from transformers.models.helium import modeling_helium
+
+    model = _tiny("helium")
+    assert model.config.rms_norm_eps == 1e-8
+    norm = model.model.norm
+    hidden = torch.randn(2, 3, norm.weight.shape[0])
+    hidden[0] = 0.0
+    with torch.no_grad():
+        expected = norm(hidden)
+        with prepared_for_export(model, LLMOnnxConfig.for_feature(model.config, "default")):
+            assert modeling_helium.HeliumRMSNorm.forward is helium_rms_norm
+            torch.testing.assert_close(norm(hidden), expected, rtol=0, atol=0)
+    assert modeling_helium.HeliumRMSNorm.forward is not helium_rms_norm
+    assert torch.isfinite(expected).all()
+
+
+def test_multi_head_latent_attention_caches_its_latent_and_rotary_key() -> None:
+    config = LLMOnnxConfig.for_feature(_tiny("deepseek_v3").config, "causal-lm-with-past")
+    layout = config.cache_layout
+    assert layout is not None and {
+        (layer.num_heads, layer.head_dim, layer.value_head_dim) for layer in layout.layers
+    } == {(1, 16, 8)}
+    assert config.inputs["past_key_values.0.value"] == {0: "batch", 2: "past_sequence"}
+
+
+def test_dbrx_sizes_its_sub_configs_and_caches_its_key_value_heads() -> None:
+    model = _tiny("dbrx")
+    assert (model.config.attn_config.kv_n_heads, model.config.ffn_config.moe_top_k) == (2, 2)
+    assert LLMOnnxConfig.for_feature(model.config, "causal-lm-with-past").num_key_value_heads == 2
 
 
 def test_hybrid_convolution_layers_refuse_past_before_export_with_the_reason() -> None:

@@ -12,7 +12,9 @@ Transformers 5 models take and return cache objects (`DynamicCache`, `EncoderDec
 one from the flat tensors and `flatten` turns a returned one back into them, so an exported graph and its PyTorch
 reference both see plain tensors. Configs, runners, generation and validation all go through this module.
 
-A layout is a tuple of per-layer entries, so layers may differ (head counts, head sizes, sliding windows).
+A layout is a tuple of per-layer entries, so layers may differ (head counts, head sizes, sliding windows), and
+within a layer keys and values may differ in size (multi-head latent attention caches a compressed latent as its
+"keys" and the shared rotary key as its "values").
 """
 
 from __future__ import annotations
@@ -61,9 +63,18 @@ class LayerCache:
     """The cached keys and values of one layer: axis 1 (heads) and axis 3 (head size) of its tensors."""
 
     num_heads: int
+    #: Axis 3 of the keys (and of the values, unless `value_head_dim` says otherwise).
     head_dim: int
     #: Tokens a sliding-window layer keeps (None: the layer keeps every token).
     sliding_window: int | None = None
+    #: Axis 3 of the values where it differs from the keys' (None: `head_dim`).
+    value_head_dim: int | None = None
+
+    def size_of(self, name: str) -> int:
+        """Axis 3 of the cached tensor `name` (a ``....key`` or ``....value`` name)."""
+        if name.endswith(".value") and self.value_head_dim is not None:
+            return self.value_head_dim
+        return self.head_dim
 
 
 @dataclass(frozen=True)
@@ -81,15 +92,18 @@ class CacheLayout:
 
     @classmethod
     def from_past_shapes(cls, shapes: Mapping[str, Sequence[Any]]) -> CacheLayout:
-        """The decoder-only layout a graph declares: heads and head size of each of its ``past_key_values.{i}.key``
-        inputs (`shapes`: input name -> shape, named axes allowed); no layers when it takes no past."""
+        """The decoder-only layout a graph declares: heads and key and value sizes of each of its
+        ``past_key_values.{i}.key|value`` inputs (`shapes`: input name -> shape, named axes allowed); no layers when
+        it takes no past."""
         layers: list[LayerCache] = []
         while (name := f"{PAST_PREFIX}.{len(layers)}.key") in shapes:
             shape = list(shapes[name])
             heads, head_dim = shape[1], shape[3]
-            if not isinstance(heads, int) or not isinstance(head_dim, int):
-                raise ValueError(f"input {name} has no fixed head count and head size ({shape})")
-            layers.append(LayerCache(heads, head_dim))
+            value_shape = list(shapes.get(f"{PAST_PREFIX}.{len(layers)}.value", shape))
+            value_dim = value_shape[3]
+            if not all(isinstance(size, int) for size in (heads, head_dim, value_dim)):
+                raise ValueError(f"input {name} has no fixed head count and head size ({shape}, values {value_shape})")
+            layers.append(LayerCache(heads, head_dim, value_head_dim=None if value_dim == head_dim else value_dim))
         return cls(tuple(layers))
 
     # -- names and axes -----------------------------------------------------------------------------------
@@ -155,7 +169,7 @@ class CacheLayout:
         for name in self.names(PAST_PREFIX, cross=cross):
             layer = self.layers[int(name.split(".")[1])]
             length = encoder_length if ".encoder." in name else past_length
-            shape = (rows, layer.num_heads, length, layer.head_dim)
+            shape = (rows, layer.num_heads, length, layer.size_of(name))
             arrays[name] = rng.standard_normal(shape).astype(np.float32)
         return arrays
 

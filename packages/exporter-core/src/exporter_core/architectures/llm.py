@@ -12,8 +12,21 @@ reads what differs between types from Transformers itself:
 - refusals, before export, for what the past key/value layout cannot carry: the convolution state of hybrid
   layers (LFM2's short convolutions).
 
+Two cache layouts differ from (layers, key/value heads, head size): DBRX names its key/value heads inside its
+``attn_config`` (``kv_n_heads``), and multi-head latent attention (DeepSeek-V3) caches per layer one compressed
+latent (``kv_lora_rank`` wide) as its "keys" and the shared rotary key (``qk_rope_head_dim`` wide) as its "values",
+one head each, expanding them to every head inside the attention.
+
 Mixture-of-experts layers are captured with Transformers' ``batched_mm`` experts implementation (switched on for
 the export only, like ``use_cache``): the same sums as the model's own routing without its data-dependent shapes.
+DBRX and JetMoE write their own experts, which `exporter_core.architectures.routing.dense_experts_specs` patches
+while exporting.
+
+Helium normalises with ``rms_norm_eps`` 1e-8. The ONNX optimizer of the torch.export engine drops an ``Add`` of a
+scalar constant it finds close to zero (within NumPy's default absolute tolerance, 1e-8), so the exported norm
+divided by ``sqrt(mean(x**2))`` alone: NaN for the zero embeddings of padding tokens, spread to the whole row by
+attention. While exporting, `helium_rms_norm` adds the epsilon as a tensor shaped like the variance, which the
+optimizer keeps (the same sum in PyTorch).
 
 Sliding-window layers keep every token in the exported cache: the window is applied by the attention mask, as
 the model does for a cache that keeps every token, so each layer's past grows like the others' and a caller
@@ -28,12 +41,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter_core.architectures.decoders import DecoderOnnxConfig
+from exporter_core.architectures.routing import dense_experts_specs
 from exporter_core.config import PatchingSpec
 from exporter_core.errors import OpsetError, UnsupportedFeatureError
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
 
+    from exporter_core.cache import CacheLayout
     from exporter_core.plan import ExportPlan
 
 __all__ = [
@@ -42,6 +57,7 @@ __all__ = [
     "BloomOnnxConfig",
     "LLMFromOpset18OnnxConfig",
     "LLMOnnxConfig",
+    "helium_rms_norm",
     "model_config_fields",
 ]
 
@@ -80,6 +96,27 @@ TINY_SLIDING_WINDOW = 4
 _TINY_OVERRIDES: Mapping[str, Mapping[str, Any]] = {
     # Real LFM2 checkpoints mix short-convolution layers with attention; the default config has attention only.
     "lfm2": {"layer_types": ["conv", "full_attention"]},
+    # DBRX keeps its attention and expert sizes in sub-configs; fewer key/value heads than heads, as in DBRX itself;
+    # 40-wide experts (16-byte rows for torch._grouped_mm, as for the other experts). Its attention reads rope_theta
+    # and clip_qkv from attn_config, which DBRX checkpoints set there (clip_qkv 8) and its default cannot run with.
+    "dbrx": {
+        "attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
+        "ffn_config": {"ffn_hidden_size": 40, "moe_num_experts": 4, "moe_top_k": 2},
+    },
+    # Multi-head latent attention at tiny widths (rotary dims even); 4 routed experts in 2 groups of which 1 is
+    # kept, so group-limited routing is exercised; layer 0 dense, layer 1 mixture-of-experts.
+    "deepseek_v3": {
+        "num_key_value_heads": 4,
+        "kv_lora_rank": 16,
+        "q_lora_rank": 24,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 8,
+        "n_group": 2,
+        "topk_group": 1,
+        "first_k_dense_replace": 1,
+        "n_shared_experts": 1,
+    },
 }
 
 
@@ -97,6 +134,27 @@ def model_config_fields(model_type: str) -> Mapping[str, Any]:
 
         names = [n for n in inspect.signature(config_class.__init__).parameters if n not in ("self", "kwargs")]
     return {name: getattr(defaults, name, None) for name in names}
+
+
+def helium_rms_norm(self: Any, hidden_states: Any) -> Any:
+    """`HeliumRMSNorm.forward` with its epsilon added as a tensor, which the ONNX optimizer does not fold away."""
+    import torch
+
+    input_dtype = hidden_states.dtype
+    hidden_states = hidden_states.to(torch.float32)
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    hidden_states = hidden_states * torch.rsqrt(variance + torch.full_like(variance, self.variance_epsilon))
+    return (self.weight.to(torch.float32) * hidden_states).to(input_dtype)
+
+
+def _export_specs(model_type: str) -> list[PatchingSpec]:
+    """What `model_type` needs patched while exporting: experts without routing-dependent shapes, Helium's norm."""
+    specs = dense_experts_specs(model_type)
+    if model_type == "helium":
+        from transformers.models.helium import modeling_helium
+
+        specs.append(PatchingSpec(modeling_helium.HeliumRMSNorm, "forward", helium_rms_norm))
+    return specs
 
 
 def _derived_tiny_sizes(model_type: str) -> dict[str, Any]:
@@ -146,7 +204,26 @@ class LLMOnnxConfig(DecoderOnnxConfig):
                 raise UnsupportedFeatureError(
                     f"{config.model_type} {task}-with-past: {reason}; export {task} without past"
                 )
-        super().__init__(config, task=task, patching_specs=patching_specs, use_past=use_past)
+        specs = _export_specs(str(getattr(config, "model_type", ""))) + list(patching_specs or [])
+        super().__init__(config, task=task, patching_specs=specs, use_past=use_past)
+
+    @property
+    def num_key_value_heads(self) -> int:
+        """Heads of the cached keys and values; DBRX names them in its ``attn_config``."""
+        heads = getattr(getattr(self._config, "attn_config", None), "kv_n_heads", None)
+        return int(heads) if isinstance(heads, int) and heads > 0 else super().num_key_value_heads
+
+    @property
+    def cache_layout(self) -> CacheLayout | None:
+        """The decoder's layout; with multi-head latent attention (``kv_lora_rank``), the latent and rotary key."""
+        layout = super().cache_layout
+        rank = getattr(self._config, "kv_lora_rank", None)
+        if layout is None or rank is None:
+            return layout
+        from exporter_core.cache import CacheLayout, LayerCache
+
+        latent = LayerCache(1, int(rank), value_head_dim=int(self._config.qk_rope_head_dim))
+        return CacheLayout(tuple(latent for _ in range(self.num_layers)))
 
     @property
     def values_override(self) -> Mapping[str, Any] | None:

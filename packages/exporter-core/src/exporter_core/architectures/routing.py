@@ -1,4 +1,4 @@
-"""Mixture-of-experts layers of encoder-decoders (NLLB-MoE, Switch Transformers) captured with fixed shapes.
+"""Mixture-of-experts layers (NLLB-MoE, Switch Transformers, DBRX, JetMoE) captured with fixed shapes.
 
 Transformers runs these experts in a loop over the experts some token was routed to, each over the tokens routed
 to it (``nonzero``, ``where``, ``index_add_``): shapes that depend on the routing, which an exporter fixes at the
@@ -11,6 +11,12 @@ operations only, so the graph routes each input as PyTorch does, whatever the ba
 The loop's arithmetic is kept term for term (the expert's output times the weight, the token-dropout scale, added in
 the loop's order), so the swapped forward gives the loop's numbers; `dense_experts_specs` lists the patches, which
 `exporter_core.modeling.prepared_for_export` applies and restores.
+
+Two decoders route likewise: DBRX's experts loop over the experts hit (`dense_dbrx_experts` runs every expert over
+every token instead), and JetMoE groups the rows of each expert by counts read back to Python (``tolist``) and split
+at those counts, which a trace writes down as constants (ONNX Runtime then fails in Split at other inputs, and a
+TorchScript trace would compute with the traced routing). `jetmoe_top_k_gating` hands on each grouped row's expert
+id instead of the counts, and `jetmoe_parallel_experts` applies to each row its own expert's weights.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from typing import Any
 from exporter_core.config import PatchingSpec
 
 __all__ = [
+    "dense_dbrx_experts",
     "dense_experts_specs",
     "dense_nllb_moe_experts",
     "dense_switch_experts",
+    "jetmoe_parallel_experts",
+    "jetmoe_top_k_gating",
     "nllb_moe_route_tokens",
     "routing_refusal",
 ]
@@ -111,6 +120,47 @@ def nllb_moe_route_tokens(
     return top_1, probs_1[:, None] * top_1 + probs_2[:, None] * top_2
 
 
+def dense_dbrx_experts(self: Any, hidden_states: Any, top_k_index: Any, top_k_weights: Any) -> Any:
+    """`DbrxExperts.forward` without routing-dependent shapes: every expert over every token, each token's output
+    weighted by its routing weight for that expert (an exact zero where it was not routed there), in expert order."""
+    import torch
+
+    batch_size = hidden_states.shape[0]
+    hidden = hidden_states.reshape(-1, self.hidden_size)
+    final = torch.zeros_like(hidden)
+    shape = (-1, self.ffn_hidden_size, self.hidden_size)
+    for expert in range(self.num_experts):
+        w1, v1, w2 = (weight.view(shape)[expert] for weight in (self.mlp.w1, self.mlp.v1, self.mlp.w2))
+        output = self.mlp(hidden, w1, v1, w2).view(-1, self.hidden_size)
+        weight = (top_k_weights * (top_k_index == expert).to(top_k_weights.dtype)).sum(dim=-1)
+        final = final + output * weight[:, None]
+    return final.view(batch_size, -1, self.hidden_size)
+
+
+def jetmoe_top_k_gating(self: Any, hidden_states: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """`JetMoeTopKGating.forward` returning each grouped row's expert id (a tensor) where Transformers returns the
+    number of rows of each expert as a Python list; the grouping (rows sorted by expert) is the same."""
+    import torch
+
+    logits = self.layer(hidden_states).float()
+    top_k_logits, top_k_indices = logits.topk(self.top_k, dim=1)
+    top_k_gates = torch.softmax(top_k_logits, dim=1).type_as(hidden_states)
+    sorted_experts, index_sorted_experts = top_k_indices.flatten().sort(0)
+    batch_index = index_sorted_experts.div(self.top_k, rounding_mode="trunc")
+    batch_gates = top_k_gates.flatten()[index_sorted_experts]
+    return index_sorted_experts, batch_index, batch_gates, sorted_experts, logits
+
+
+def jetmoe_parallel_experts(self: Any, inputs: Any, row_experts: Any) -> Any:
+    """`JetMoeParallelExperts.forward` given each row's expert id (`jetmoe_top_k_gating`): every expert's linear map
+    of every row, each row keeping its own expert's (the same product as Transformers' per-expert ``linear``)."""
+    import torch
+
+    outputs = torch.einsum("ni,eoi->neo", inputs, self.weight)
+    index = row_experts.view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
+    return outputs.gather(1, index).squeeze(1)
+
+
 def routing_refusal(config: Any) -> str | None:
     """Why the routing of `config`'s model cannot be captured so that it computes what PyTorch computes, or None."""
     policy = getattr(config, "second_expert_policy", "all")
@@ -135,4 +185,15 @@ def dense_experts_specs(model_type: str) -> list[PatchingSpec]:
         from transformers.models.switch_transformers import modeling_switch_transformers
 
         return [PatchingSpec(modeling_switch_transformers.SwitchTransformersExperts, "forward", dense_switch_experts)]
+    if model_type == "dbrx":
+        from transformers.models.dbrx import modeling_dbrx
+
+        return [PatchingSpec(modeling_dbrx.DbrxExperts, "forward", dense_dbrx_experts)]
+    if model_type == "jetmoe":
+        from transformers.models.jetmoe import modeling_jetmoe
+
+        return [
+            PatchingSpec(modeling_jetmoe.JetMoeTopKGating, "forward", jetmoe_top_k_gating),
+            PatchingSpec(modeling_jetmoe.JetMoeParallelExperts, "forward", jetmoe_parallel_experts),
+        ]
     return []
