@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from exporter_core.errors import InvalidArgumentError, closest, did_you_mean
-from exporter_core.plan import CheckResult, ExportPlan, Runner, Scenario
+from exporter_core.plan import CheckResult, ExportPlan, PlanCheck, Runner, Scenario
 
 __all__ = [
     "Backend",
@@ -19,6 +19,7 @@ __all__ = [
     "ExportResult",
     "ExportedPart",
     "Runner",
+    "Tolerance",
     "refuse_unknown_options",
 ]
 
@@ -63,6 +64,20 @@ class ExportRequest:
         return self.plan.feature
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """A tolerance a backend states for one part it transformed (quantized, fp16): outputs may differ by
+    ``atol + rtol * max|reference|``; `reason` says why it is looser than the architecture's."""
+
+    atol: float
+    rtol: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {"atol": self.atol, "rtol": self.rtol, "reason": self.reason}
+
+
 @dataclass
 class ExportedPart:
     """One written artifact: the plan part it realises, its file and a runner for it."""
@@ -76,6 +91,9 @@ class ExportedPart:
     #: The backend's own validation scenarios (static-shape backends validate at their traced shape and with
     #: padded smaller inputs); None: the plan part's scenarios.
     scenarios: list[Scenario] | None = None
+    #: The tolerance the part is validated with when the caller states none (a quantized or fp16 variant's looser
+    #: one); None: the architecture's.
+    tolerance: Tolerance | None = None
 
 
 @dataclass
@@ -85,6 +103,9 @@ class ExportResult:
     artifacts: list[str]
     parts: list[ExportedPart]
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Checks of the backend's own, run after the plan's (a variant's task-level accuracy checks); a failing one
+    #: fails the export.
+    checks: list[PlanCheck] = field(default_factory=list)
 
 
 class Backend(abc.ABC):

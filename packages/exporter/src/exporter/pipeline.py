@@ -352,14 +352,19 @@ def _export_and_validate(
         part = plan.part(exported.name)
         scenarios = exported.scenarios if exported.scenarios is not None else part.scenarios
         single = len(result.parts) == 1 and len(scenarios) == 1
+        # A transformed part (quantized, fp16) states its looser tolerance; the caller's own wins.
+        stated = exported.tolerance if atol is None and rtol is None else None
+        part_atol, part_rtol = (stated.atol, stated.rtol) if stated is not None else (atol, rtol)
+        if stated is not None:
+            emit(f"\t-[!] {exported.artifact}: tolerance atol {stated.atol:g}, rtol {stated.rtol:g} ({stated.reason})")
         for scenario in scenarios:
             part_report = validate_outputs(
                 part.config,
                 scenario.reference if scenario.reference is not None else part.module,
                 exported.runner,
                 preprocessor=processor,
-                atol=atol,
-                rtol=rtol,
+                atol=part_atol,
+                rtol=part_rtol,
                 format_name=backend_cls.display_name,
                 inputs=scenario.inputs,
                 log=emit,
@@ -370,7 +375,7 @@ def _export_and_validate(
             part_report.export_inputs = dict(exported.export_inputs)
             parts.append(part_report)
     runners = {exported.name: exported.runner for exported in result.parts}
-    checks = [check.run(runners) for check in plan.checks]
+    checks = [check.run(runners) for check in [*plan.checks, *result.checks]]
     export_report = ExportReport(
         format=backend_cls.display_name,
         backend=backend_name,
