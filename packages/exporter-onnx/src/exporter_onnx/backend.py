@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult, refuse_unknown_options
-from exporter_core.errors import InvalidArgumentError, OpsetError, did_you_mean, option_hint
+from exporter_core.errors import (
+    InvalidArgumentError,
+    OpsetError,
+    UnsupportedFeatureError,
+    did_you_mean,
+    option_hint,
+)
 
 __all__ = ["OnnxBackend"]
 
@@ -20,7 +26,7 @@ class OnnxBackend(Backend):
     name = "onnx"
     display_name = "ONNX"
     default_artifact = "model.onnx"
-    option_names = ("opset", "engine")
+    option_names = ("opset", "engine", "optimize", "quantize", "dtype", "calibration", "block_size", "device")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -37,15 +43,66 @@ class OnnxBackend(Backend):
             help="Graph capture: 'dynamo' (torch.export, the default for opset >= 18), 'torchscript' (the "
             "TorchScript-based exporter, used for opsets below 18), or 'auto' (default).",
         )
+        # Choices are checked by check_options (one error line, exit 2), not by argparse.
+        parser.add_argument(
+            "--optimize",
+            metavar="O1|O2|O3",
+            default=None,
+            help="Write onnxruntime's transformer-optimizer fusions: O1 layer-norm and GELU fusions, O2 also "
+            "attention, O3 also the tanh GELU approximation (looser tolerance). Validated like the plain graph.",
+        )
+        parser.add_argument(
+            "--quantize",
+            metavar="int8|int4",
+            default=None,
+            help="int8: per-channel int8 weights, dynamic (static with --calibration); int4: weight-only "
+            "MatMulNBits in blocks of --block-size. Validated with a stated looser tolerance and task-level checks.",
+        )
+        parser.add_argument(
+            "--dtype",
+            metavar="fp32|fp16|bf16",
+            default=None,
+            help="Float type of the graph's weights and arithmetic (inputs and outputs stay float32); bf16 is "
+            "refused where onnxruntime's CPU cannot run it.",
+        )
+        parser.add_argument(
+            "--calibration",
+            metavar="FILE",
+            default=None,
+            help="Text file of sentences, one a line, tokenized with the checkpoint's tokenizer: --quantize int8 "
+            "becomes static quantization calibrated on them.",
+        )
+        parser.add_argument(
+            "--block-size",
+            dest="block_size",
+            metavar="N",
+            default=None,
+            help="Block size of --quantize int4 along each weight's input dimension (a power of two, default 32).",
+        )
+        parser.add_argument(
+            "--device",
+            metavar="cpu|cuda",
+            default=None,
+            help="Execution provider --optimize prepares the fusions for (default cpu); the file is validated on "
+            "the CPU.",
+        )
 
     @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
-        return {"opset": args.opset, "engine": args.engine}
+        options = {"opset": args.opset, "engine": args.engine}
+        for name in ("optimize", "quantize", "dtype", "calibration", "block_size", "device"):
+            if getattr(args, name, None) is not None:
+                options[name] = getattr(args, name)
+        return options
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``opset`` (an int or None: the architecture's) and ``engine`` (auto, dynamo, torchscript)."""
+        """``opset`` (an int or None: the architecture's), ``engine`` (auto, dynamo, torchscript) and the variant
+        (``optimize``, ``quantize``, ``dtype``, ``calibration``, ``block_size``, ``device``: `VariantOptions`)."""
+        from exporter_onnx.variants import check_variant_options
+
         refuse_unknown_options(cls.name, options, cls.option_names or ())
+        variant = check_variant_options(options)
         opset = options.get("opset")
         if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
             raise InvalidArgumentError(
@@ -72,11 +129,19 @@ class OnnxBackend(Backend):
                     f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); "
                     f"pass {option_hint('opset', highest)} or lower"
                 )
-        return {"opset": opset, "engine": engine}
+        return {"opset": opset, "engine": engine, **variant.options()}
 
     @classmethod
     def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type, model_config: Any = None) -> None:
-        """An opset below the architecture's lowest is refused naming the operator that needs it."""
+        """An opset below the architecture's lowest is refused naming the operator that needs it; ``--optimize``
+        for a model type onnxruntime's optimizer has no fusions for, naming the types it has."""
+        from exporter_onnx.variants import optimizer_refusal
+
+        model_type = getattr(model_config, "model_type", None)
+        if options.get("optimize") and isinstance(model_type, str):
+            reason = optimizer_refusal(model_type)
+            if reason:
+                raise UnsupportedFeatureError(reason)
         opset = options.get("opset")
         lowest = getattr(config_cls, "min_onnx_opset", None)
         if opset is not None and isinstance(lowest, int) and opset < lowest:
@@ -90,11 +155,14 @@ class OnnxBackend(Backend):
         """Export every part of the plan to its own file (external data beside it when large)."""
         from exporter_onnx.convert import export_onnx
         from exporter_onnx.runtime import OnnxRuntimeRunner
+        from exporter_onnx.variants import check_variant_options
 
         options = self.check_options(request.options)
+        variant = check_variant_options(options)
         plan = request.plan
         parts: list[ExportedPart] = []
         infos = {}
+        variants: dict[str, dict[str, Any]] = {}
         with plan.capture():
             for part in plan.parts:
                 artifact = part.artifact_name(request.artifact_name)
@@ -108,12 +176,19 @@ class OnnxBackend(Backend):
                     preprocessor=request.preprocessor,
                 )
                 infos[part.name] = info
+                if variant.active:
+                    from exporter_onnx.variants import apply_variant
+
+                    variants[part.name] = apply_variant(
+                        path, variant, model_type=plan.model_type, part=part, preprocessor=request.preprocessor
+                    )
                 parts.append(
                     ExportedPart(
                         name=part.name,
                         artifact=artifact,
                         runner=OnnxRuntimeRunner(path),
                         export_inputs=dict(info.input_shapes),
+                        tolerance=variant.tolerance(),
                     )
                 )
         files = sorted(p.name for p in request.staging.iterdir() if p.is_file())
@@ -121,4 +196,11 @@ class OnnxBackend(Backend):
         metadata["files"] = files
         if len(plan.parts) > 1:
             metadata["parts"] = {name: info.metadata() for name, info in infos.items()}
-        return ExportResult(artifacts=files, parts=parts, metadata=metadata)
+        checks = []
+        if variant.active:
+            # A variant is also judged by what its outputs are for: cosine of embeddings, top-1 of logits.
+            from exporter_validate.task_checks import task_checks
+
+            metadata["variant"] = variants[plan.main.name] if len(plan.parts) == 1 else variants
+            checks = task_checks(plan, request.preprocessor, variant.label)
+        return ExportResult(artifacts=files, parts=parts, metadata=metadata, checks=checks)

@@ -1,0 +1,457 @@
+"""Variants of an exported ONNX graph: ``--optimize O1|O2|O3``, ``--quantize int8|int4``, ``--dtype fp16|bf16``.
+
+Each variant is a further step of the export: the fp32 graph is written as usual, then its file in the staging
+folder is transformed in place with onnxruntime's own tools, and only the variant's files remain. The variant is
+validated like any export (the plan part's scenarios, with a stated looser `Tolerance` where the variant changes
+the numbers) and by task-level checks (`exporter_validate.task_checks`).
+
+- ``--optimize``: onnxruntime's transformer optimizer (``onnxruntime.transformers.optimizer``) for the model types
+  it knows (`OPTIMIZER_MODEL_TYPES`). O1: fusions that keep the arithmetic (LayerNormalization, Gelu,
+  SkipLayerNormalization, BiasGelu); O2: every fusion (attention, embedding layer norm, rotary embeddings) as well;
+  O3: O2 with GELU replaced by its tanh approximation (FastGelu), which changes activations by up to ~1e-3.
+  ``--device cuda`` lets the optimizer choose the fusions of the CUDA execution provider; the graph is still
+  validated here on the CPU, and refused when the CPU cannot run an operator the fusions wrote.
+- ``--quantize int8``: ``quantize_dynamic`` with per-channel int8 weights; with ``--calibration FILE`` (sentences,
+  one a line, tokenized with the checkpoint's tokenizer) ``quantize_static`` in QDQ form. ``--quantize int4``:
+  ``MatMulNBitsQuantizer``, weight-only, symmetric, in blocks of ``--block-size`` (32) along the input dimension.
+- ``--dtype fp16``: ``convert_float_to_float16`` with the inputs and outputs kept float32. ``bf16`` is refused when
+  the installed onnxruntime has no CPU kernel for bfloat16 arithmetic (the graph could not be validated here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exporter_core.backend import Tolerance
+from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError, did_you_mean, option_hint
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+    from exporter_core.plan import PlanPart
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "DEVICES",
+    "DTYPES",
+    "OPTIMIZER_MODEL_TYPES",
+    "OPTIMIZE_LEVELS",
+    "QUANTIZE_KINDS",
+    "VariantOptions",
+    "apply_variant",
+    "bf16_refusal",
+    "check_variant_options",
+    "optimizer_refusal",
+]
+
+OPTIMIZE_LEVELS = ("O1", "O2", "O3")
+QUANTIZE_KINDS = ("int8", "int4")
+DTYPES = ("fp32", "fp16", "bf16")
+DEVICES = ("cpu", "cuda")
+DEFAULT_BLOCK_SIZE = 32
+
+#: Transformers ``model_type`` -> the model type onnxruntime's transformer optimizer has fusions for. A type it does
+#: not know is refused: its fusion patterns are written for other graphs, and a level that fuses nothing would
+#: promise a speed-up it does not give.
+OPTIMIZER_MODEL_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "data2vec-text", "mpnet", "albert"),
+        "bert",
+    ),
+    "gpt2": "gpt2",
+    "gpt_neox": "gpt_neox",
+    "phi": "phi",
+    "qwen3": "qwen3",
+    **dict.fromkeys(("t5", "mt5"), "t5"),
+    **dict.fromkeys(("bart", "mbart"), "bart"),
+    **dict.fromkeys(("vit", "deit"), "vit"),
+    "clip": "clip",
+    "swin": "swin",
+}
+
+#: Looser tolerances of the variants that change the numbers (``atol + rtol * max|reference|`` per output), set
+#: about 3x above the worst measured on tiny random models and all-MiniLM-L6-v2; the task checks judge the rest.
+_TOLERANCES = {
+    "O3": Tolerance(1e-3, 5e-3, "O3 replaces GELU by its tanh approximation (FastGelu)"),
+    "fp16": Tolerance(1e-3, 2e-2, "fp16 keeps 11 significant bits of every weight and activation"),
+    "int8": Tolerance(1e-2, 0.25, "int8 weights (and activations) carry 8 bits, ~0.4% of each channel's range"),
+    "int4": Tolerance(1e-2, 0.5, "int4 weights carry 16 levels per block of the input dimension"),
+}
+
+
+@dataclass(frozen=True)
+class VariantOptions:
+    """The variant the ONNX backend writes instead of the plain fp32 graph."""
+
+    optimize: str | None = None
+    quantize: str | None = None
+    dtype: str | None = None
+    calibration: Path | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    device: str = "cpu"
+
+    @property
+    def active(self) -> bool:
+        """True when the export is more than the plain fp32 graph."""
+        return bool(self.optimize or self.quantize or self.dtype not in (None, "fp32"))
+
+    @property
+    def label(self) -> str:
+        """``O2+int8``, ``fp16``, ... (empty for the plain graph)."""
+        steps = [self.optimize, self.dtype if self.dtype != "fp32" else None, self.quantize]
+        return "+".join(step for step in steps if step)
+
+    def tolerance(self) -> Tolerance | None:
+        """The loosest tolerance of the steps that change the numbers; None when every step keeps fp32 arithmetic."""
+        found = [_TOLERANCES[step] for step in (self.optimize, self.dtype, self.quantize) if step in _TOLERANCES]
+        if not found:
+            return None
+        atol = max(t.atol for t in found)
+        rtol = max(t.rtol for t in found)
+        return Tolerance(atol, rtol, "; ".join(t.reason for t in found))
+
+    def options(self) -> dict[str, Any]:
+        """The backend options that give this variant (checked again, they give it again)."""
+        return {
+            "optimize": self.optimize,
+            "quantize": self.quantize,
+            "dtype": self.dtype,
+            "calibration": str(self.calibration) if self.calibration else None,
+            "block_size": self.block_size if self.quantize == "int4" else None,
+            "device": self.device,
+        }
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    for choice in choices:
+        if text.lower() == choice.lower():
+            return choice
+    raise InvalidArgumentError(
+        f"unknown {name} {text!r}{did_you_mean(text, choices)}; use one of {', '.join(choices)}, for example "
+        f"{option_hint(name, choices[0])}"
+    )
+
+
+def bf16_refusal() -> str | None:
+    """Why a bfloat16 graph cannot be validated with the installed onnxruntime on the CPU, or None when it can."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    for op in ("MatMul", "Add"):
+        graph = helper.make_graph(
+            [helper.make_node(op, ["a", "b"], ["y"])],
+            "probe",
+            [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, [2, 2]) for n in ("a", "b")],
+            [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 2])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime raises its own NOT_IMPLEMENTED type
+            return (
+                f"onnxruntime {ort.__version__} has no CPU kernel for bfloat16 {op}, so a bf16 graph could not be "
+                f"validated here; use {option_hint('dtype', 'fp16')} (or export fp32)"
+            )
+    return None
+
+
+def check_variant_options(options: Mapping[str, Any]) -> VariantOptions:
+    """The variant options, or one-line refusals of mistakes (before any model is loaded)."""
+    optimize = _choice("optimize", options.get("optimize"), OPTIMIZE_LEVELS)
+    quantize = _choice("quantize", options.get("quantize"), QUANTIZE_KINDS)
+    dtype = _choice("dtype", options.get("dtype"), DTYPES)
+    device = _choice("device", options.get("device"), DEVICES) or "cpu"
+    if quantize and dtype in ("fp16", "bf16"):
+        raise InvalidArgumentError(
+            f"{option_hint('quantize', quantize)} quantizes the fp32 graph's weights and cannot be combined with "
+            f"{option_hint('dtype', dtype)}; choose one"
+        )
+    if dtype == "bf16":
+        reason = bf16_refusal()
+        if reason:
+            raise InvalidArgumentError(f"{option_hint('dtype', 'bf16')} is refused: {reason}")
+    if device == "cuda" and not optimize:
+        raise InvalidArgumentError(
+            f"{option_hint('device', 'cuda')} chooses the fusions of --optimize for the CUDA execution provider; "
+            f"add {option_hint('optimize', 'O2')} (or leave --device out)"
+        )
+    block_size = options.get("block_size")
+    if block_size is not None and quantize != "int4":
+        raise InvalidArgumentError(
+            f"block_size applies to {option_hint('quantize', 'int4')} only; leave it out or add that option"
+        )
+    try:
+        size = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+    except (TypeError, ValueError):
+        size = 0
+    if isinstance(block_size, bool) or size < 16 or size & (size - 1):
+        raise InvalidArgumentError(
+            f"block_size must be a power of two, 16 or more, got {block_size!r}; for example "
+            f"{option_hint('block_size', DEFAULT_BLOCK_SIZE)}"
+        )
+    calibration = options.get("calibration")
+    calibration_path = None
+    if calibration not in (None, ""):
+        if quantize != "int8":
+            raise InvalidArgumentError(
+                f"calibration sentences serve {option_hint('quantize', 'int8')} (static quantization) only; "
+                "leave it out or add that option"
+            )
+        calibration_path = Path(str(calibration)).expanduser()
+        if not calibration_path.is_file():
+            raise InvalidArgumentError(f"calibration file {calibration_path} does not exist or is not a file")
+        if not _calibration_sentences(calibration_path):
+            raise InvalidArgumentError(
+                f"calibration file {calibration_path} holds no sentence; write one sentence a line"
+            )
+    return VariantOptions(optimize, quantize, dtype, calibration_path, size, device)
+
+
+def optimizer_refusal(model_type: str) -> str | None:
+    """Why ``--optimize`` cannot serve `model_type` (onnxruntime's optimizer has no fusions for it), or None."""
+    if model_type in OPTIMIZER_MODEL_TYPES:
+        return None
+    known = ", ".join(sorted(OPTIMIZER_MODEL_TYPES))
+    return (
+        f"--optimize: onnxruntime's transformer optimizer has no fusions for model type {model_type!r}; it serves "
+        f"{known}; export without --optimize (onnxruntime still applies its generic optimizations when it loads "
+        "the file)"
+    )
+
+
+def _calibration_sentences(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime_tools() -> Iterator[None]:
+    """Keep the quantization and optimizer tools' advice (logged on the root logger) out of the export log."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _files_of(path: Path) -> list[Path]:
+    """The ONNX file and its external data files."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    names: set[str] = set()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            names.update(entry.value for entry in tensor.external_data if entry.key == "location")
+    return [path, *(path.parent / name for name in sorted(names))]
+
+
+def _size(files: list[Path]) -> int:
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def _optimize(path: Path, variant: VariantOptions, model_type: str, facts: dict[str, Any]) -> onnx.ModelProto:
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    kind = OPTIMIZER_MODEL_TYPES[model_type]
+    fusion = FusionOptions(kind)
+    if variant.optimize == "O1":
+        fusion.enable_attention = False
+        fusion.enable_embed_layer_norm = False
+        fusion.enable_rotary_embeddings = False
+    fusion.enable_gelu_approximation = variant.optimize == "O3"
+    gpu = variant.device == "cuda"
+    with _quiet_onnxruntime_tools():
+        optimized = optimize_model(
+            str(path),
+            model_type=kind,
+            optimization_options=fusion,
+            opt_level=0,
+            use_gpu=gpu,
+            provider="cuda" if gpu else None,
+        )
+    stats = optimized.get_fused_operator_statistics()
+    facts["optimize"] = {
+        "level": variant.optimize,
+        "optimizer_model_type": kind,
+        "device": variant.device,
+        "fused_operators": {name: count for name, count in stats.items() if count},
+    }
+    return optimized.model
+
+
+def _calibration_reader(sentences: list[str], preprocessor: Any, input_names: list[str]) -> Any:
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader
+
+    if preprocessor is None or not callable(preprocessor) or not hasattr(preprocessor, "convert_tokens_to_ids"):
+        raise UnsupportedFeatureError(
+            "--calibration: the checkpoint has no tokenizer to turn the calibration sentences into inputs"
+        )
+    feeds = []
+    for sentence in sentences:
+        encoded = preprocessor(sentence, return_tensors="np")
+        missing = [name for name in input_names if name not in encoded]
+        if missing:
+            raise UnsupportedFeatureError(
+                f"--calibration: the graph also takes {', '.join(missing)}, which tokenized sentences do not give; "
+                "static quantization serves text models fed by their tokenizer alone (use dynamic int8 instead)"
+            )
+        feeds.append({name: np.asarray(encoded[name]).astype(np.int64) for name in input_names})
+
+    class SentenceReader(CalibrationDataReader):
+        """The tokenized calibration sentences, one at a time."""
+
+        def __init__(self) -> None:
+            self._feeds = iter(feeds)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._feeds, None)
+
+    return SentenceReader()
+
+
+def _quantize_int8(
+    model: onnx.ModelProto, work: Path, variant: VariantOptions, preprocessor: Any, facts: dict[str, Any]
+) -> onnx.ModelProto:
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    source = work / "source.onnx"
+    target = work / "quantized.onnx"
+    onnx.save_model(model, str(source), save_as_external_data=True, location="source.onnx.data")
+    with _quiet_onnxruntime_tools():
+        if variant.calibration is None:
+            quantize_dynamic(
+                source, target, per_channel=True, weight_type=QuantType.QInt8, use_external_data_format=True
+            )
+            facts["quantize"] = {"kind": "int8", "mode": "dynamic", "weights": "int8 per channel"}
+        else:
+            sentences = _calibration_sentences(variant.calibration)
+            reader = _calibration_reader(sentences, preprocessor, [i.name for i in model.graph.input])
+            quantize_static(
+                source,
+                target,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                use_external_data_format=True,
+            )
+            facts["quantize"] = {
+                "kind": "int8",
+                "mode": "static (QDQ)",
+                "weights": "int8 per channel",
+                "activations": "uint8, ranges calibrated",
+                "calibration": {"file": str(variant.calibration), "sentences": len(sentences)},
+            }
+    quantized = onnx.load(str(target))
+    facts["quantize"]["quantized_nodes"] = _count(quantized, ("MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"))
+    facts["quantize"]["quantized_nodes"] += _count(quantized, ("DequantizeLinear",))
+    return quantized
+
+
+def _quantize_int4(model: onnx.ModelProto, variant: VariantOptions, facts: dict[str, Any]) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    with _quiet_onnxruntime_tools():
+        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=variant.block_size, is_symmetric=True)
+        quantizer.process()
+    quantized = quantizer.model.model
+    count = _count(quantized, ("MatMulNBits",))
+    if not count:
+        raise UnsupportedFeatureError(
+            "--quantize int4: the graph has no MatMul with constant weights for MatMulNBits to quantize (linear "
+            "layers written as Gemm are left alone); use --quantize int8"
+        )
+    facts["quantize"] = {
+        "kind": "int4",
+        "mode": "weight-only (MatMulNBits)",
+        "weights": f"int4 symmetric, blocks of {variant.block_size}",
+        "quantized_nodes": count,
+    }
+    return quantized
+
+
+def _count(model: onnx.ModelProto, op_types: tuple[str, ...]) -> int:
+    return sum(1 for node in model.graph.node if node.op_type in op_types)
+
+
+def _to_fp16(model: onnx.ModelProto, facts: dict[str, Any]) -> onnx.ModelProto:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with _quiet_onnxruntime_tools():
+        converted = convert_float_to_float16(model, keep_io_types=True)
+    facts["dtype"] = {"dtype": "fp16", "io_types": "float32 (kept)"}
+    return converted
+
+
+def apply_variant(
+    path: Path, variant: VariantOptions, *, model_type: str, part: PlanPart, preprocessor: Any
+) -> dict[str, Any]:
+    """Replace the fp32 graph at `path` (and its external data) by `variant`; return the facts for the metadata.
+
+    Raises `UnsupportedFeatureError` with the reason when the variant cannot be written or not run on the CPU.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if variant.optimize and (reason := optimizer_refusal(model_type)):
+        raise UnsupportedFeatureError(reason)
+    old_files = _files_of(path)
+    fp32_bytes = _size(old_files)
+    external = len(old_files) > 1
+    facts: dict[str, Any] = {"variant": variant.label, "options": variant.options()}
+    with tempfile.TemporaryDirectory(prefix=".variant-", dir=path.parent) as folder:
+        work = Path(folder)
+        model = _optimize(path, variant, model_type, facts) if variant.optimize else onnx.load(str(path))
+        if variant.dtype == "fp16":
+            model = _to_fp16(model, facts)
+        if variant.quantize == "int8":
+            model = _quantize_int8(model, work, variant, preprocessor, facts)
+        elif variant.quantize == "int4":
+            model = _quantize_int4(model, variant, facts)
+        for old in old_files:
+            old.unlink(missing_ok=True)
+        weights = sum(len(t.raw_data) for t in model.graph.initializer)
+        if external or weights > 1 << 30:
+            onnx.save_model(
+                model,
+                str(path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=f"{path.name}.data",
+                size_threshold=1024,
+            )
+        else:
+            onnx.save_model(model, str(path))
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedFeatureError(
+            f"the {variant.label} variant cannot run on onnxruntime {ort.__version__}'s CPU, so it could not be "
+            f"validated here: {first}"
+        ) from exc
+    variant_bytes = _size(_files_of(path))
+    facts["sizes"] = {
+        "fp32_bytes": fp32_bytes,
+        "variant_bytes": variant_bytes,
+        "ratio": round(variant_bytes / fp32_bytes, 4) if fp32_bytes else None,
+    }
+    tolerance = variant.tolerance()
+    facts["tolerance"] = tolerance.to_dict() if tolerance is not None else "the architecture's (fp32 arithmetic)"
+    facts["tools"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
+    return facts

