@@ -28,6 +28,9 @@ def test_old_command_line_prints_old_log(tmp_path):
     assert f"\t\t-[✓] all values close (atol: 1e-05, rtol: {DEFAULT_RTOL:g})" in lines
     assert any(line.startswith("\t\t    max abs diff ") and "; tolerance " in line for line in lines)
     assert lines[-1] == f"All good, model saved at: {out / 'model.onnx'}"
+    # Not a terminal: no progress lines, only the final ones (the times, then where the model went).
+    assert not any(line.lstrip().startswith(("▸ ", "✓ ", "✗ ")) for line in lines)
+    assert lines[-2].startswith("exported in ") and "peak memory" in lines[-2]
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
     onnx.checker.check_model(str(out / "model.onnx"))
 

@@ -222,18 +222,23 @@ def validate_outputs(
     inputs: Mapping[str, np.ndarray] | None = None,
     log: Callable[[str], None] | None = None,
     rtol: float | None = None,
+    stage_name: str | None = None,
 ) -> ValidationReport:
     """Run the model and the artifact on reference inputs (another shape, with padding) and compare.
 
     Each output passes when its worst difference is at most ``atol + rtol * max|reference|``: with neither given,
     the config's atol and `DEFAULT_RTOL`; an `atol` alone is strictly absolute (rtol 0); an `rtol` alone keeps the
-    config's atol. Returns the report; never raises on a mismatch (callers decide, see `ValidationReport.passed`).
+    config's atol. `stage_name` names the run as a stage of the current recording (`exporter_core.progress`).
+    Returns the report; never raises on a mismatch (callers decide, see `ValidationReport.passed`).
     """
+    from exporter_core.progress import stage
+
     tolerance, relative = resolve_tolerance(config, atol, rtol)
-    if inputs is None:
-        inputs = config.generate_reference_inputs(preprocessor, framework="np")
-    reference = reference_outputs(reference_model, config, inputs)
-    exported = dict(runner(inputs))
+    with stage(stage_name or f"validate {format_name}"):
+        if inputs is None:
+            inputs = config.generate_reference_inputs(preprocessor, framework="np")
+        reference = reference_outputs(reference_model, config, inputs)
+        exported = dict(runner(inputs))
     report = ValidationReport(
         format=format_name,
         atol=tolerance,

@@ -277,6 +277,14 @@ class ExportReport:
     random_weights: list[str] = field(default_factory=list)
     #: Weights holding NaN or Inf, exported because the caller allowed it (allow_nonfinite).
     nonfinite_weights: list[str] = field(default_factory=list)
+    #: Every finished stage of the export as `exporter_core.progress.StageTime.to_dict` writes it (name, seconds,
+    #: depth, parent, failed, rss_anon_bytes), in the order they ended; stages after the report is written (the
+    #: final commit of the files) are not in it.
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    #: The process's peak memory when the report was written (`exporter_core.progress.peak_memory`).
+    peak_memory: dict[str, Any] = field(default_factory=dict)
+    #: Wall time from the start of the export to the writing of the report.
+    seconds: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -298,6 +306,18 @@ class ExportReport:
     def worst_difference(self) -> float:
         """Largest compared difference over every output of every part."""
         return max((p.worst_difference for p in self.parts), default=0.0)
+
+    def timing_line(self) -> str:
+        """One line: the export's wall time, its top-level stages' times and the peak resident memory."""
+        top = ", ".join(f"{s['name']} {s['seconds']:.1f} s" for s in self.stages if s.get("depth") == 0)
+        text = f"exported in {self.seconds or 0.0:.1f} s" + (f" ({top})" if top else "")
+        peak = self.peak_memory.get("max_rss_bytes")
+        if peak:
+            text += f"; peak memory {peak / 2**30:.2f} GiB resident"
+            anon = self.peak_memory.get("rss_anon_peak_sampled_bytes")
+            if anon:
+                text += f", {anon / 2**30:.2f} GiB anonymous (largest sample at a stage boundary)"
+        return text
 
     def log_lines(self) -> list[str]:
         """Extra checks in the old log style (each part logs its own lines while validating)."""
@@ -321,6 +341,9 @@ class ExportReport:
             "parts": [p.to_dict() for p in self.parts],
             "checks": [c.to_dict() for c in self.checks],
             "metadata": self.metadata,
+            "seconds": self.seconds,
+            "stages": self.stages,
+            "peak_memory": self.peak_memory,
         }
 
     def write_json(self, path: str | Path) -> Path:

@@ -44,7 +44,7 @@ from exporter_core.tasks import AVAILABLE_FEATURES, FEATURE_ALIASES
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.backend import Backend
 
-__all__ = ["EXIT_STATUSES", "add_common_arguments", "main", "run_cli"]
+__all__ = ["EXIT_STATUSES", "add_common_arguments", "main", "progress_printer", "run_cli"]
 
 #: The exit statuses of every command, as `--help` and the user guide list them.
 EXIT_STATUSES = (
@@ -140,6 +140,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, legacy: bool = Fals
             action="store_true",
             help="Accepted for scripts of the old tool and ignored: there is only one export path now.",
         )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="No progress lines (printed on a terminal as each stage starts and ends) and no timing line.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show tracebacks and library warnings.")
     parser.add_argument(
         "output",
@@ -261,9 +267,25 @@ def _report_bug(exc: Exception, verbose: bool) -> int:
     return EXIT_ENVIRONMENT
 
 
+def _write_progress(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None] | None:
+    """Where progress lines go: stderr when it is a terminal and not `quiet`; nowhere otherwise (a log file or a
+    pipe gets the final lines only)."""
+    if quiet:
+        return None
+    isatty = getattr(sys.stderr, "isatty", None)
+    return _write_progress if callable(isatty) and isatty() else None
+
+
 def export_command(backend_name: str, args: argparse.Namespace, options: dict[str, Any]) -> None:
-    """Run one export from parsed arguments and print where the model went."""
+    """Run one export from parsed arguments and print where the model went (after its times, unless --quiet)."""
     from exporter.pipeline import run_export
+
+    quiet = bool(getattr(args, "quiet", False))
 
     report = run_export(
         backend_name,
@@ -281,7 +303,10 @@ def export_command(backend_name: str, args: argparse.Namespace, options: dict[st
         allow_nonfinite=args.allow_nonfinite,
         report=args.report,
         options=options,
+        progress=progress_printer(quiet),
     )
+    if not quiet:
+        logger.info(report.timing_line())
     logger.info(f"All good, model saved at: {report.output}")
 
 

@@ -33,7 +33,9 @@ from exporter_core.output import (
     check_output_folder,
     os_error,
 )
-from exporter_core.plan import ExportPlan, PlanPart
+from exporter_core.plan import CheckResult, ExportPlan, PlanCheck, PlanPart
+from exporter_core.plan import Runner as PartRunner
+from exporter_core.progress import StageRecorder, peak_memory, recording, stage
 from exporter_core.task_detection import choose_feature
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,6 +68,7 @@ EXPORT_KEYWORDS = (
     "allow_random_head",
     "allow_nonfinite",
     "report",
+    "progress",
 )
 
 
@@ -206,6 +209,7 @@ def run_export(
     report: str | Path | None = None,
     options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Export `model` with backend `backend_name` into `output`, validate, and keep the files only if valid.
 
@@ -214,116 +218,129 @@ def run_export(
     holds files; `atol` and `rtol` set the tolerance of every output, ``atol + rtol * max|reference|`` (neither:
     the architecture's atol and the default rtol; `atol` alone: strictly absolute); `allow_random_head` exports a feature whose head weights the checkpoint lacks (randomly
     initialised, and said so in the report); `allow_nonfinite` exports weights holding NaN or Inf; `report` is
-    where the JSON report goes in addition to the output folder. Returns the `ExportReport`; raises
+    where the JSON report goes in addition to the output folder; `progress` receives a line as each stage starts
+    and ends (load, export and the backend's own steps, each validation, each check; None: no lines). The report
+    holds every stage's wall time and the process's peak memory. Returns the `ExportReport`; raises
     `ValidationError` (carrying the report, which is also written) when validation fails.
     """
     emit = log if log is not None else logger.info
-    backend_cls = plugins.load_backend(backend_name)
-    reason = backend_cls.unavailable_reason_for(dict(options or {}))
-    if reason:
-        raise BackendUnavailableError(reason)
-    atol = check_atol(atol)
-    rtol = check_rtol(rtol)
-    # Option mistakes are refused before the checkpoint is read.
-    if backend_cls.option_names is not None:
-        refuse_unknown_options(backend_name, options or {}, backend_cls.option_names, also=EXPORT_KEYWORDS)
-    backend_options = backend_cls.check_options(dict(options or {}))
-    if framework not in (None, "pt"):
-        raise UnsupportedFrameworkError(
-            f"framework {framework!r} is not supported: Transformers 5 has no TensorFlow; use "
-            f"{option_hint('framework', 'pt')}"
-        )
-    destination, artifact = resolve_output(output, backend_cls.default_artifact)
-    previous = check_destination(destination, artifact, overwrite)
-    report_path = Path(report).expanduser() if report is not None else None
-    if report_path is not None:
-        check_output_folder(report_path.parent)
-        if report_path.is_dir():
-            raise OutputExistsError(f"report path {report_path} is a folder; give a file name ending in .json")
-    folder = loading.resolve_checkpoint(model, cache_dir=cache_dir)
-    model_type = loading.read_model_type(folder)
-    config_cls = config_class_for(model_type)
-    supported = config_cls.supported_features(model_type)
-    # None: the checkpoint's own feature (its architectures, modules.json); an Optimum task name is translated.
-    choice = choose_feature(feature, folder, model_type, supported)
-    feature = choice.feature
-    if choice.reason:
-        emit(f"feature: {feature} ({choice.reason})")
-    if feature not in supported:
-        raise UnsupportedFeatureError(
-            f"{model_type} does not support feature {feature!r}{did_you_mean(feature, supported)}; supported "
-            f"features: {', '.join(supported)}"
-        )
-    backend_cls.check_for_architecture(backend_options, config_cls, loading.read_config(folder))
-    loading.check_checkpoint_files(folder)
-    loaded = loading.load_model_checked(
-        folder,
-        feature,
-        config_cls,
-        allow_random_head=allow_random_head,
-        allow_nonfinite=allow_nonfinite,
-        supported=supported,
-    )
-    torch_model = loaded.model
-    processor = loading.load_preprocessor(folder, preprocessor)
-    config = config_cls.for_feature(torch_model.config, feature)
-    plan = config.export_plan(torch_model, processor)
-    backend = backend_cls()
-    try:
-        with StagedOutput(destination, log=emit) as staged:
-            # Again under the folder's lock: another export may have finished there while the model loaded.
-            previous = check_destination(destination, artifact, overwrite)
-            export_report = _export_and_validate(
-                backend, backend_name, plan, staged.path, artifact, processor, backend_options, atol, emit, rtol
+    recorder = StageRecorder(printer=progress)
+    with recording(recorder):
+        backend_cls = plugins.load_backend(backend_name)
+        reason = backend_cls.unavailable_reason_for(dict(options or {}))
+        if reason:
+            raise BackendUnavailableError(reason)
+        atol = check_atol(atol)
+        rtol = check_rtol(rtol)
+        # Option mistakes are refused before the checkpoint is read.
+        if backend_cls.option_names is not None:
+            refuse_unknown_options(backend_name, options or {}, backend_cls.option_names, also=EXPORT_KEYWORDS)
+        backend_options = backend_cls.check_options(dict(options or {}))
+        if framework not in (None, "pt"):
+            raise UnsupportedFrameworkError(
+                f"framework {framework!r} is not supported: Transformers 5 has no TensorFlow; use "
+                f"{option_hint('framework', 'pt')}"
             )
-            export_report.model = str(model)
-            for part_report in export_report.parts:
-                part_report.model = str(model)
-            export_report.output = str(destination / artifact) if artifact in export_report.files else str(destination)
-            if loaded.random_weights:
-                export_report.random_weights = list(loaded.random_weights)
-                emit(
-                    f"\t-[!] {len(loaded.random_weights)} weight(s) are not in the checkpoint and were randomly "
-                    f"initialised ({option_hint('allow_random_head', True)}): " + ", ".join(loaded.random_weights[:5])
+        destination, artifact = resolve_output(output, backend_cls.default_artifact)
+        previous = check_destination(destination, artifact, overwrite)
+        report_path = Path(report).expanduser() if report is not None else None
+        if report_path is not None:
+            check_output_folder(report_path.parent)
+            if report_path.is_dir():
+                raise OutputExistsError(f"report path {report_path} is a folder; give a file name ending in .json")
+        folder = loading.resolve_checkpoint(model, cache_dir=cache_dir)
+        model_type = loading.read_model_type(folder)
+        config_cls = config_class_for(model_type)
+        supported = config_cls.supported_features(model_type)
+        # None: the checkpoint's own feature (its architectures, modules.json); an Optimum task name is translated.
+        choice = choose_feature(feature, folder, model_type, supported)
+        feature = choice.feature
+        if choice.reason:
+            emit(f"feature: {feature} ({choice.reason})")
+        if feature not in supported:
+            raise UnsupportedFeatureError(
+                f"{model_type} does not support feature {feature!r}{did_you_mean(feature, supported)}; supported "
+                f"features: {', '.join(supported)}"
+            )
+        backend_cls.check_for_architecture(backend_options, config_cls, loading.read_config(folder))
+        with stage("load model"):
+            loading.check_checkpoint_files(folder)
+            loaded = loading.load_model_checked(
+                folder,
+                feature,
+                config_cls,
+                allow_random_head=allow_random_head,
+                allow_nonfinite=allow_nonfinite,
+                supported=supported,
+            )
+            torch_model = loaded.model
+            processor = loading.load_preprocessor(folder, preprocessor)
+        with stage("plan"):
+            config = config_cls.for_feature(torch_model.config, feature)
+            plan = config.export_plan(torch_model, processor)
+        backend = backend_cls()
+        try:
+            with StagedOutput(destination, log=emit) as staged:
+                # Again under the folder's lock: another export may have finished there while the model loaded.
+                previous = check_destination(destination, artifact, overwrite)
+                export_report = _export_and_validate(
+                    backend, backend_name, plan, staged.path, artifact, processor, backend_options, atol, emit, rtol
                 )
-            if loaded.nonfinite:
-                export_report.nonfinite_weights = list(loaded.nonfinite)
-            for line in export_report.log_lines():
-                emit(line)
-            keep = export_report.passed or keep_invalid
-            # config, generation config, preprocessor files (and sentence modules) beside the artifacts.
-            write_description(folder, staged.path, torch_model, processor)
-            name = report_name(artifact) if keep else failed_report_name(artifact)
-            export_report.files = sorted({*staged.staged_names(), name}) if keep else [name]
-            export_report.write_json(staged.path / name)
-            if report_path is not None:
-                export_report.write_json(report_path)
-            if keep:
-                # The previous export's files go, and a failed report of the same artifact with them.
-                staged.commit(replaces=[*previous, failed_report_name(artifact)])
-            else:
-                staged.commit(names=[name])
-    except ExportError as exc:
-        cause = _machine_cause(exc)
-        if cause is not None:
-            raise os_error(cause, "writing the export") from exc
-        raise
-    except OSError as exc:
-        if exc.errno in MACHINE_ERRNOS:
-            raise os_error(exc, "writing the export") from exc
-        raise
-    if not export_report.passed:
-        kept = (
-            "kept (--keep-invalid)"
-            if keep_invalid
-            else f"not kept (pass {option_hint('keep_invalid', True)} to keep it)"
-        )
-        where = destination / (report_name(artifact) if keep_invalid else failed_report_name(artifact))
-        raise ValidationError(
-            f"validation failed: {'; '.join(export_report.failures)}; the model was {kept}; report: {where}",
-            export_report,
-        )
-    return export_report
+                export_report.model = str(model)
+                for part_report in export_report.parts:
+                    part_report.model = str(model)
+                export_report.output = (
+                    str(destination / artifact) if artifact in export_report.files else str(destination)
+                )
+                if loaded.random_weights:
+                    export_report.random_weights = list(loaded.random_weights)
+                    emit(
+                        f"\t-[!] {len(loaded.random_weights)} weight(s) are not in the checkpoint and were randomly "
+                        f"initialised ({option_hint('allow_random_head', True)}): "
+                        + ", ".join(loaded.random_weights[:5])
+                    )
+                if loaded.nonfinite:
+                    export_report.nonfinite_weights = list(loaded.nonfinite)
+                for line in export_report.log_lines():
+                    emit(line)
+                keep = export_report.passed or keep_invalid
+                # config, generation config, preprocessor files (and sentence modules) beside the artifacts.
+                with stage("write description files"):
+                    write_description(folder, staged.path, torch_model, processor)
+                export_report.stages = recorder.to_list()
+                export_report.peak_memory = peak_memory(recorder)
+                export_report.seconds = round(recorder.elapsed, 3)
+                name = report_name(artifact) if keep else failed_report_name(artifact)
+                export_report.files = sorted({*staged.staged_names(), name}) if keep else [name]
+                export_report.write_json(staged.path / name)
+                if report_path is not None:
+                    export_report.write_json(report_path)
+                if keep:
+                    # The previous export's files go, and a failed report of the same artifact with them.
+                    staged.commit(replaces=[*previous, failed_report_name(artifact)])
+                else:
+                    staged.commit(names=[name])
+        except ExportError as exc:
+            cause = _machine_cause(exc)
+            if cause is not None:
+                raise os_error(cause, "writing the export") from exc
+            raise
+        except OSError as exc:
+            if exc.errno in MACHINE_ERRNOS:
+                raise os_error(exc, "writing the export") from exc
+            raise
+        if not export_report.passed:
+            kept = (
+                "kept (--keep-invalid)"
+                if keep_invalid
+                else f"not kept (pass {option_hint('keep_invalid', True)} to keep it)"
+            )
+            where = destination / (report_name(artifact) if keep_invalid else failed_report_name(artifact))
+            raise ValidationError(
+                f"validation failed: {'; '.join(export_report.failures)}; the model was {kept}; report: {where}",
+                export_report,
+            )
+        return export_report
 
 
 def _export_and_validate(
@@ -345,7 +362,8 @@ def _export_and_validate(
     request = ExportRequest(
         plan=plan, staging=staging, artifact_name=artifact, preprocessor=processor, options=backend_options
     )
-    result = backend.export(request)
+    with stage(f"export ({backend_name})"):
+        result = backend.export(request)
     _check_parts(backend_name, plan.parts, result.parts)
     parts = []
     for exported in result.parts:
@@ -358,6 +376,7 @@ def _export_and_validate(
         if stated is not None:
             emit(f"\t-[!] {exported.artifact}: tolerance atol {stated.atol:g}, rtol {stated.rtol:g} ({stated.reason})")
         for scenario in scenarios:
+            label = exported.name if single else f"{exported.name} ({scenario.label})"
             part_report = validate_outputs(
                 part.config,
                 scenario.reference if scenario.reference is not None else part.module,
@@ -368,14 +387,15 @@ def _export_and_validate(
                 format_name=backend_cls.display_name,
                 inputs=scenario.inputs,
                 log=emit,
+                stage_name=f"validate {label}",
             )
             part_report.artifact = exported.artifact
-            part_report.part = exported.name if single else f"{exported.name} ({scenario.label})"
+            part_report.part = label
             part_report.feature = plan.feature
             part_report.export_inputs = dict(exported.export_inputs)
             parts.append(part_report)
     runners = {exported.name: exported.runner for exported in result.parts}
-    checks = [check.run(runners) for check in [*plan.checks, *result.checks]]
+    checks = [_run_check(check, runners) for check in [*plan.checks, *result.checks]]
     export_report = ExportReport(
         format=backend_cls.display_name,
         backend=backend_name,
@@ -386,3 +406,9 @@ def _export_and_validate(
     )
     export_report.files = list(result.artifacts)
     return export_report
+
+
+def _run_check(check: PlanCheck, runners: dict[str, PartRunner]) -> CheckResult:
+    """Run one check over the written artifacts as a stage of its own."""
+    with stage(f"check {check.name}"):
+        return check.run(runners)
