@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     summary = [
-        f"## GPT-2 {args.size}: {count / 1e6:.0f}M parameters ({', '.join(f'{k} {v}' for k, v in SIZES[args.size].items())})",
+        f"## GPT-2 {args.size}: {count:,} parameters ({', '.join(f'{k} {v}' for k, v in SIZES[args.size].items())})",
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, Transformers "
         f"{transformers.__version__}; peak RSS {peak:.1f} GB. Command: `python bench/tolerance_scale.py --size {args.size}`.",
