@@ -268,6 +268,39 @@ def _move_weights_to_external_data(path: Path) -> None:
     )
 
 
+#: What `export_onnx` checks of the written file: (ai.onnx opset, graph input names, output names, external data).
+_Facts = tuple[int | None, list[str], list[str], bool]
+
+
+def _file_facts(path: Path) -> _Facts:
+    """`_Facts` of the ONNX file at `path`, read by parsing it (weights included unless external)."""
+    import onnx
+
+    written = onnx.load(str(path), load_external_data=False)
+    return (
+        next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), None),
+        [i.name for i in written.graph.input],
+        [o.name for o in written.graph.output],
+        any(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer),
+    )
+
+
+def _program_facts(model: Any, path: Path) -> _Facts:
+    """`_Facts` of the dynamo engine's in-memory model just saved to `path`, without parsing the file again.
+
+    Parsing a BERT-base's 440 MB protobuf back costs as long as the checker's own pass over it. The opset, names
+    and initializers are those `save` serialised; external data is the ``<name>.data`` file `save` writes beside
+    `path` when asked or past 2 GiB.
+    """
+    opsets = model.opset_imports
+    return (
+        opsets.get("", opsets.get("ai.onnx")),
+        [str(value.name) for value in model.graph.inputs],
+        [str(value.name) for value in model.graph.outputs],
+        path.with_name(f"{path.name}.data").is_file(),
+    )
+
+
 def _model_device(model: Any) -> Any:
     """The device of the model's first parameter or buffer (None when it has neither)."""
     for tensor in itertools.chain(model.parameters(), model.buffers()):
@@ -333,6 +366,7 @@ def export_onnx(
                 _strip_debug_metadata(program)
                 _reorder_erf_gelu(program)
                 program.save(str(path), external_data=external)
+                facts = _program_facts(program.model, path)
         if chosen == "torchscript":
             try:
                 _export_torchscript(module, dict(dummy), config, opset, path)
@@ -340,18 +374,18 @@ def export_onnx(
                 raise ExportError(f"the torchscript engine could not export {type(model).__name__}: {exc}") from exc
             if external:
                 _move_weights_to_external_data(path)
-    written = onnx.load(str(path), load_external_data=False)
-    written_opset = next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), None)
+    if chosen != "dynamo":
+        facts = _file_facts(path)
+    written_opset, graph_inputs, graph_outputs, external_written = facts
     if written_opset != opset:
         raise ExportError(f"asked for opset {opset} but the {chosen} engine wrote opset {written_opset}")
     onnx.checker.check_model(str(path))
-    graph_inputs = [i.name for i in written.graph.input]
-    external = external or any(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer)
+    external = external or external_written
     files = sorted(p.name for p in path.parent.iterdir() if p.is_file())
     return OnnxExportInfo(
         path=path,
         input_names=[n for n in names if n in graph_inputs],
-        output_names=[o.name for o in written.graph.output],
+        output_names=graph_outputs,
         opset=opset,
         engine=chosen,
         external_data=external,
