@@ -74,16 +74,33 @@ def test_bert_variant_is_validated_with_its_task_check(
 def test_int4_decoder_reports_logit_cosine_and_shrinks_the_weights(
     tiny_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:
+    # A tiny random decoder's logits have no margin between tokens: int4 keeps their direction (logit cosine ~0.97)
+    # but flips many argmaxes, so the top-1 check may rightly fail it; kept with keep_invalid to read the figures.
+    from exporter.pipeline import run_export
+
     checkpoint = tiny_checkpoint("llama", "causal-lm")
     plain = _export(checkpoint, tmp_path / "fp32", feature="causal-lm")
-    report = _export(checkpoint, tmp_path / "int4", feature="causal-lm", quantize="int4", block_size=16)
-    assert report.passed, report.failures
+    try:
+        report = run_export(
+            "onnx",
+            checkpoint,
+            tmp_path / "int4",
+            feature="causal-lm",
+            options={"quantize": "int4", "block_size": 16},
+            keep_invalid=True,
+            log=lambda _: None,
+        )
+    except ValidationError as failed:
+        report = failed.report
     variant = report.metadata["variant"]
     assert variant["quantize"]["kind"] == "int4" and variant["quantize"]["quantized_nodes"] > 0
     assert variant["options"]["block_size"] == 16
     assert _size(tmp_path / "int4") < _size(tmp_path / "fp32")
-    logits = _task_check(report).data["outputs"]["logits"]
-    assert all(f["kind"] == "top1" and "top1_agreement" in f and "min_cosine" in f for f in logits.values())
+    check = _task_check(report)
+    logits = check.data["outputs"]["logits"]
+    assert all(f["kind"] == "top1" and 0.9 < f["min_cosine"] <= 1.0 for f in logits.values())
+    assert check.passed == all(f["top1_agreement"] >= 0.99 for f in logits.values())
+    assert report.passed == (check.passed and all(part.passed for part in report.parts))
     assert plain.passed and "variant" not in plain.metadata
 
 
@@ -107,7 +124,7 @@ def test_a_quantizer_that_zeros_the_weights_fails_the_task_check(
     monkeypatch.setattr(variants, "_quantize_int8", zeroing)
     with pytest.raises(ValidationError) as failed:
         _export(tiny_checkpoint("bert", "default", with_tokenizer=True), tmp_path / "out", quantize="int8")
-    check = _task_check(failed.value.args[1] if len(failed.value.args) > 1 else failed.value.report)
+    check = _task_check(failed.value.report)
     assert not check.passed
     assert "cosine" in check.detail and "< 0.99" in check.detail
     assert not (tmp_path / "out" / "model.onnx").exists(), "a failed variant is not kept"

@@ -75,8 +75,10 @@ OPTIMIZER_MODEL_TYPES: dict[str, str] = {
     "swin": "swin",
 }
 
-#: Looser tolerances of the variants that change the numbers (``atol + rtol * max|reference|`` per output), set
-#: about 3x above the worst measured on tiny random models and all-MiniLM-L6-v2; the task checks judge the rest.
+#: Looser tolerances of the variants that change the numbers (``atol + rtol * max|reference|`` per output). Worst
+#: measured |difference| / max|reference| on tiny BERT (onnxruntime 1.32): fp16 6.6e-4, int8 7.2e-3 (hidden states)
+#: and 1.9e-2 (classification logits), int4 2.0e-3. The bounds are far wider, since real checkpoints have outliers
+#: the tiny ones lack: they catch a broken graph, and the task checks are the bar for accuracy.
 _TOLERANCES = {
     "O3": Tolerance(1e-3, 5e-3, "O3 replaces GELU by its tanh approximation (FastGelu)"),
     "fp16": Tolerance(1e-3, 2e-2, "fp16 keeps 11 significant bits of every weight and activation"),

@@ -124,9 +124,13 @@ def _samples(part: PlanPart, preprocessor: Any) -> list[_Sample]:
         encoded = preprocessor(list(SENTENCES), padding=True, return_tensors="np")
     except (ValueError, TypeError, KeyError):  # a tokenizer that cannot pad (no pad token): the scenarios stay
         return samples
-    if not set(part.input_names) <= set(encoded):
+    given = {name: np.asarray(value) for name, value in encoded.items()}
+    if "token_type_ids" in part.input_names and "token_type_ids" not in given and "input_ids" in given:
+        # A tokenizer that gives no segment ids encodes one segment: segment 0 throughout.
+        given["token_type_ids"] = np.zeros_like(given["input_ids"])
+    if not set(part.input_names) <= set(given):
         return samples
-    inputs = {name: np.asarray(encoded[name]).astype(np.int64) for name in part.input_names}
+    inputs = {name: given[name].astype(np.int64) for name in part.input_names}
     samples.append(_Sample(f"{len(SENTENCES)} real sentences, padded", inputs, part.module))
     return samples
 
