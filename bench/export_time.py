@@ -192,7 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     started = datetime.datetime.now(datetime.UTC)
     for key in [m.strip() for m in args.models.split(",") if m.strip()]:
         label, folder = folders[key]
-        folder = folder or _bert_base_folder(work)
+        if folder is None:
+            # Built in a child process: the parent must not import torch, or every child it forks starts with the
+            # parent's resident set and reports it as its own ru_maxrss.
+            build = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from export_time import "
+            build += f"_bert_base_folder; from pathlib import Path; _bert_base_folder(Path({str(work)!r}))"
+            subprocess.run([sys.executable, "-c", build], check=True)
+            folder = work / "bert-base-random"
         tools = tools_for(folder, args.optimum_venv)
         print(f"{label}: {args.rounds} rounds", flush=True)
         measure(tools, args.rounds, work, key)
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "Whole-process wall time (exporter: export and validation; optimum-cli: export and its own validation), "
             "tools rotated each round, ratios per round. Peak RSS: `ru_maxrss` of each process tree.",
+            "",
             "",
         ]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
