@@ -303,7 +303,9 @@ def _calibration_reader(sentences: list[str], preprocessor: Any, input_names: li
         )
     feeds = []
     for sentence in sentences:
-        encoded = preprocessor(sentence, return_tensors="np")
+        encoded = {name: np.asarray(value) for name, value in preprocessor(sentence, return_tensors="np").items()}
+        if "token_type_ids" in input_names and "token_type_ids" not in encoded and "input_ids" in encoded:
+            encoded["token_type_ids"] = np.zeros_like(encoded["input_ids"])  # one segment: segment 0 throughout
         missing = [name for name in input_names if name not in encoded]
         if missing:
             raise UnsupportedFeatureError(
