@@ -318,10 +318,17 @@ def test_dynamo_files_carry_no_stack_traces_or_local_paths(bert: _Bert, tmp_path
 def test_backend_options_are_checked_before_anything_is_loaded() -> None:
     from exporter_onnx.backend import OnnxBackend
 
-    assert OnnxBackend.check_options({}) == {"opset": None, "engine": "auto"}
-    assert OnnxBackend.check_options({"opset": 17, "engine": "torchscript"}) == {"opset": 17, "engine": "torchscript"}
+    no_variant = {"optimize": None, "quantize": None, "dtype": None, "calibration": None, "block_size": None}
+    assert OnnxBackend.check_options({}) == {"opset": None, "engine": "auto", **no_variant, "device": "cpu"}
+    assert OnnxBackend.check_options({"opset": 17, "engine": "torchscript"}) == {
+        "opset": 17,
+        "engine": "torchscript",
+        **no_variant,
+        "device": "cpu",
+    }
     with pytest.raises(
-        InvalidArgumentError, match=r"no option 'optimise' \(did you mean opset\?\); its options are: opset, engine"
+        InvalidArgumentError,
+        match=r"no option 'optimise' \(did you mean optimize\?\); its options are: opset, engine, optimize",
     ):
         OnnxBackend.check_options({"optimise": True})
     with pytest.raises(InvalidArgumentError, match="opset must be an integer, got '17'"):

@@ -14,6 +14,7 @@ from exporter_core.errors import (
     did_you_mean,
     option_hint,
 )
+from exporter_core.progress import stage
 
 __all__ = ["OnnxBackend"]
 
@@ -167,21 +168,23 @@ class OnnxBackend(Backend):
             for part in plan.parts:
                 artifact = part.artifact_name(request.artifact_name)
                 path = request.staging / artifact
-                info = export_onnx(
-                    part.module,
-                    part.config,
-                    path,
-                    opset=options["opset"],
-                    engine=options["engine"],
-                    preprocessor=request.preprocessor,
-                )
+                with stage(f"convert {part.name}"):
+                    info = export_onnx(
+                        part.module,
+                        part.config,
+                        path,
+                        opset=options["opset"],
+                        engine=options["engine"],
+                        preprocessor=request.preprocessor,
+                    )
                 infos[part.name] = info
                 if variant.active:
                     from exporter_onnx.variants import apply_variant
 
-                    variants[part.name] = apply_variant(
-                        path, variant, model_type=plan.model_type, part=part, preprocessor=request.preprocessor
-                    )
+                    with stage(f"{variant.label} {part.name}"):
+                        variants[part.name] = apply_variant(
+                            path, variant, model_type=plan.model_type, part=part, preprocessor=request.preprocessor
+                        )
                 parts.append(
                     ExportedPart(
                         name=part.name,
