@@ -258,6 +258,13 @@ def _move_weights_to_external_data(path: Path) -> None:
     model = onnx.load(str(path), load_external_data=False)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         return
+    save_with_external_data(model, path)
+
+
+def save_with_external_data(model: Any, path: Path) -> None:
+    """Write `model` to `path` with its weights (tensors of 1 KiB and more) in one ``<name>.data`` file beside it."""
+    import onnx
+
     onnx.save_model(
         model,
         str(path),

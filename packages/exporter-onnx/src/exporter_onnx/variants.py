@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter_core.backend import Tolerance
 from exporter_core.errors import InvalidArgumentError, UnsupportedFeatureError, did_you_mean, option_hint
+from exporter_onnx.convert import save_with_external_data
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -431,14 +432,7 @@ def apply_variant(
             old.unlink(missing_ok=True)
         weights = sum(len(t.raw_data) for t in model.graph.initializer)
         if external or weights > 1 << 30:
-            onnx.save_model(
-                model,
-                str(path),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=f"{path.name}.data",
-                size_threshold=1024,
-            )
+            save_with_external_data(model, path)
         else:
             onnx.save_model(model, str(path))
     try:
