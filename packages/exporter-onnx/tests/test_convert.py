@@ -319,12 +319,19 @@ def test_backend_options_are_checked_before_anything_is_loaded() -> None:
     from exporter_onnx.backend import OnnxBackend
 
     no_variant = {"optimize": None, "quantize": None, "dtype": None, "calibration": None, "block_size": None}
-    assert OnnxBackend.check_options({}) == {"opset": None, "engine": "auto", **no_variant, "device": "cpu"}
-    assert OnnxBackend.check_options({"opset": 17, "engine": "torchscript"}) == {
+    assert OnnxBackend.check_options({}) == {
+        "opset": None,
+        "engine": "auto",
+        **no_variant,
+        "device": "cpu",
+        "merge": True,
+    }
+    assert OnnxBackend.check_options({"opset": 17, "engine": "torchscript", "merge": False}) == {
         "opset": 17,
         "engine": "torchscript",
         **no_variant,
         "device": "cpu",
+        "merge": False,
     }
     with pytest.raises(
         InvalidArgumentError,

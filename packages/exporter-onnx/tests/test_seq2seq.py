@@ -5,7 +5,8 @@ keeps what those cannot show, on two representatives of different shapes (BART; 
 relative positions), with the TorchScript-based engine (opset 17, about ten times faster here than the default):
 
 - `test_with_past_export_is_three_files_that_generate_like_generate`: ``seq2seq-lm-with-past`` through the facade's
-  pipeline writes the three files a runtime drives (``encoder_model.onnx``, ``decoder_model.onnx``,
+  pipeline with ``merge=False`` (``--no-merge``; the default merged file is test_merged_decoder.py's) writes the
+  three files a runtime drives (``encoder_model.onnx``, ``decoder_model.onnx``,
   ``decoder_with_past_model.onnx``) with dynamic batch, length and past axes; every scenario of the plan passes
   (batch 1 to 4, past lengths 0, 1, 4 and 23; traced: batch 2, past 11), greedy generation equals
   ``model.generate`` for 16 tokens, a right-padded row generates what it does alone, and generation parity fails
@@ -121,7 +122,8 @@ def test_with_past_export_is_three_files_that_generate_like_generate(
     feature = "seq2seq-lm-with-past"
     folder = tiny_checkpoint(model_type, feature, with_tokenizer=False, **_SIZES[model_type])
     out = tmp_path / "out"
-    report = run_export("onnx", folder, out, feature=feature, options={"opset": 17}, log=lambda _: None)
+    options = {"opset": 17, "merge": False}
+    report = run_export("onnx", folder, out, feature=feature, options=options, log=lambda _: None)
     assert report.passed, report.failures
     assert set(FILES) <= {p.name for p in out.iterdir()} and not (out / "model.onnx").exists()
     assert report.output == str(out), "no file of the default name: the export is the folder"

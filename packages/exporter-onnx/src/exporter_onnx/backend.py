@@ -27,7 +27,17 @@ class OnnxBackend(Backend):
     name = "onnx"
     display_name = "ONNX"
     default_artifact = "model.onnx"
-    option_names = ("opset", "engine", "optimize", "quantize", "dtype", "calibration", "block_size", "device")
+    option_names = (
+        "opset",
+        "engine",
+        "optimize",
+        "quantize",
+        "dtype",
+        "calibration",
+        "block_size",
+        "device",
+        "merge",
+    )
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -87,6 +97,14 @@ class OnnxBackend(Backend):
             help="Execution provider --optimize prepares the fusions for (default cpu); the file is validated on "
             "the CPU.",
         )
+        parser.add_argument(
+            "--no-merge",
+            dest="merge",
+            action="store_false",
+            help="Encoder-decoders with past: write the first decoder step and the step with past as two files "
+            "(decoder_model.onnx, decoder_with_past_model.onnx, each with the decoder's weights) instead of one "
+            "decoder_model_merged.onnx holding both with the weights stored once.",
+        )
 
     @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -94,12 +112,15 @@ class OnnxBackend(Backend):
         for name in ("optimize", "quantize", "dtype", "calibration", "block_size", "device"):
             if getattr(args, name, None) is not None:
                 options[name] = getattr(args, name)
+        if getattr(args, "merge", True) is False:
+            options["merge"] = False
         return options
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """``opset`` (an int or None: the architecture's), ``engine`` (auto, dynamo, torchscript) and the variant
-        (``optimize``, ``quantize``, ``dtype``, ``calibration``, ``block_size``, ``device``: `VariantOptions`)."""
+        (``optimize``, ``quantize``, ``dtype``, ``calibration``, ``block_size``, ``device``: `VariantOptions`),
+        ``merge`` (default True: the two decoder steps of an encoder-decoder with past in one file)."""
         from exporter_onnx.variants import check_variant_options
 
         refuse_unknown_options(cls.name, options, cls.option_names or ())
@@ -109,6 +130,9 @@ class OnnxBackend(Backend):
             raise InvalidArgumentError(
                 f"opset must be an integer, got {opset!r}; for example {option_hint('opset', 18)}"
             )
+        merge = options.get("merge", True)
+        if not isinstance(merge, bool):
+            raise InvalidArgumentError(f"merge must be True or False, got {merge!r}")
         engine = options.get("engine") or "auto"
         if engine not in ENGINES:
             raise InvalidArgumentError(
@@ -130,7 +154,7 @@ class OnnxBackend(Backend):
                     f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); "
                     f"pass {option_hint('opset', highest)} or lower"
                 )
-        return {"opset": opset, "engine": engine, **variant.options()}
+        return {"opset": opset, "engine": engine, **variant.options(), "merge": merge}
 
     @classmethod
     def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type, model_config: Any = None) -> None:
@@ -153,7 +177,8 @@ class OnnxBackend(Backend):
             )
 
     def export(self, request: ExportRequest) -> ExportResult:
-        """Export every part of the plan to its own file (external data beside it when large)."""
+        """Export every part of the plan to its own file (external data beside it when large); the two decoder
+        steps of an encoder-decoder with past then become one file (`exporter_onnx.merge`) unless ``merge`` is off."""
         from exporter_onnx.convert import export_onnx
         from exporter_onnx.runtime import OnnxRuntimeRunner
         from exporter_onnx.variants import check_variant_options
@@ -161,7 +186,7 @@ class OnnxBackend(Backend):
         options = self.check_options(request.options)
         variant = check_variant_options(options)
         plan = request.plan
-        parts: list[ExportedPart] = []
+        written = {}
         infos = {}
         variants: dict[str, dict[str, Any]] = {}
         with plan.capture():
@@ -178,6 +203,7 @@ class OnnxBackend(Backend):
                         preprocessor=request.preprocessor,
                     )
                 infos[part.name] = info
+                written[part.name] = artifact
                 if variant.active:
                     from exporter_onnx.variants import apply_variant
 
@@ -185,20 +211,25 @@ class OnnxBackend(Backend):
                         variants[part.name] = apply_variant(
                             path, variant, model_type=plan.model_type, part=part, preprocessor=request.preprocessor
                         )
-                parts.append(
-                    ExportedPart(
-                        name=part.name,
-                        artifact=artifact,
-                        runner=OnnxRuntimeRunner(path),
-                        export_inputs=dict(info.input_shapes),
-                        tolerance=variant.tolerance(),
-                    )
+        metadata: dict[str, Any] = {}
+        parts = self._merged_parts(request, written, metadata) if options["merge"] else {}
+        for part in plan.parts:
+            if part.name not in parts:
+                parts[part.name] = ExportedPart(
+                    name=part.name,
+                    artifact=written[part.name],
+                    runner=OnnxRuntimeRunner(request.staging / written[part.name]),
                 )
+            parts[part.name].export_inputs = dict(infos[part.name].input_shapes)
+            parts[part.name].tolerance = variant.tolerance()
         files = sorted(p.name for p in request.staging.iterdir() if p.is_file())
-        metadata = dict(infos[plan.main.name].metadata())
+        metadata = {**infos[plan.main.name].metadata(), **metadata}
         metadata["files"] = files
         if len(plan.parts) > 1:
             metadata["parts"] = {name: info.metadata() for name, info in infos.items()}
+            for name, exported in parts.items():
+                if exported.artifact != written[name]:
+                    metadata["parts"][name]["merged_into"] = exported.artifact
         checks = []
         if variant.active:
             # A variant is also judged by what its outputs are for: cosine of embeddings, top-1 of logits.
@@ -206,4 +237,39 @@ class OnnxBackend(Backend):
 
             metadata["variant"] = variants[plan.main.name] if len(plan.parts) == 1 else variants
             checks = task_checks(plan, request.preprocessor, variant.label)
-        return ExportResult(artifacts=files, parts=parts, metadata=metadata, checks=checks)
+        return ExportResult(
+            artifacts=files, parts=[parts[part.name] for part in plan.parts], metadata=metadata, checks=checks
+        )
+
+    @staticmethod
+    def _merged_parts(
+        request: ExportRequest, written: Mapping[str, str], metadata: dict[str, Any]
+    ) -> dict[str, ExportedPart]:
+        """Merge the plan's two decoder steps, if it has them, into one file; return the parts it now serves, each
+        run through its branch (so every scenario and check of both parts runs the merged file)."""
+        from exporter_onnx.merge import decoder_pair, merge_decoders, merged_artifact_name
+        from exporter_onnx.runtime import MergedDecoderStep, OnnxRuntimeRunner
+
+        pair = decoder_pair(request.plan)
+        if pair is None:
+            return {}
+        no_past, with_past = pair
+        artifact = merged_artifact_name(written[no_past.name])
+        with stage(f"merge {no_past.name} and {with_past.name}"):
+            info = merge_decoders(
+                request.staging / written[no_past.name],
+                request.staging / written[with_past.name],
+                request.staging / artifact,
+            )
+        runner = OnnxRuntimeRunner(info.path)
+        metadata["merged"] = {"file": artifact, "parts": [no_past.name, with_past.name], **info.metadata()}
+        return {
+            part.name: ExportedPart(
+                name=part.name,
+                artifact=artifact,
+                runner=MergedDecoderStep(
+                    runner, use_cache=part is with_past, inputs=part.input_names, outputs=part.output_names
+                ),
+            )
+            for part in pair
+        }

@@ -1,0 +1,224 @@
+"""One decoder file for both steps of an encoder-decoder with past (`exporter_onnx.merge`), and ``--no-merge``.
+
+On a tiny BART (``seq2seq-lm-with-past``, the TorchScript-based engine of opset 17, fast here), exported once merged
+(the default) and once with ``merge=False``:
+
+- the merged export is two ONNX files, every scenario of both decoder parts runs the merged file (each through its
+  branch) and passes, generation parity passes over it, and the report's metadata names the file and the parts;
+- its weights are stored once: the merged file holds the weights of one decoder, not of two;
+- fed by hand as the user guide says (``use_cache_branch``, an empty past for the first step), the merged file
+  returns what the two files of ``--no-merge`` return;
+- ``--no-merge`` writes the three files;
+- a merge with its branches swapped fails validation, every decoder scenario and the generation parity.
+
+The matrix tier merges the other families' decoders (T5, Whisper: no encoder mask, speech inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from exporter_core.architectures.seq2seq import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+from exporter_core.errors import ValidationError
+
+FEATURE = "seq2seq-lm-with-past"
+MERGED_FILE = "decoder_model_merged.onnx"
+DECODER_PARTS = ("decoder", "decoder_with_past")
+
+
+def _export(folder: Path, out: Path, feature: str = FEATURE, **options: Any) -> Any:
+    from exporter.pipeline import run_export
+
+    return run_export("onnx", folder, out, feature=feature, options={"opset": 17, **options}, log=lambda _: None)
+
+
+def _weight_bytes(path: Path) -> int:
+    """Bytes of every tensor the ONNX file holds (initializers of every subgraph, constants), weights loaded."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.external_data_helper import _get_all_tensors
+
+    return sum(int(numpy_helper.to_array(t).nbytes) for t in _get_all_tensors(onnx.load(str(path))))
+
+
+@pytest.fixture(scope="module")
+def bart_exports(tiny_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tiny_checkpoint("bart", FEATURE, with_tokenizer=False)
+    root = tmp_path_factory.mktemp("merged")
+    merged, separate = root / "merged", root / "separate"
+    return {
+        "checkpoint": folder,
+        "merged": (merged, _export(folder, merged)),
+        "separate": (separate, _export(folder, separate, merge=False)),
+    }
+
+
+def test_merged_export_is_validated_through_both_branches(
+    bart_exports: dict[str, Any], record_difference: Callable[..., float]
+) -> None:
+    out, report = bart_exports["merged"]
+    assert report.passed, report.failures
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".onnx") == [MERGED_FILE, ENCODER_FILE]
+    assert not (out / DECODER_FILE).exists() and not (out / DECODER_WITH_PAST_FILE).exists()
+    merged = report.metadata["merged"]
+    assert merged["file"] == MERGED_FILE and merged["parts"] == list(DECODER_PARTS)
+    assert merged["passed_through"] == [f"present.{i}.encoder.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert {report.metadata["parts"][name]["merged_into"] for name in DECODER_PARTS} == {MERGED_FILE}
+
+    scenarios: dict[str, list[Any]] = {name: [] for name in DECODER_PARTS}
+    for part in report.parts:
+        record_difference(f"bart:{FEATURE} merged [{part.part}]", part, arch="bart")
+        name = part.part.split(" (")[0]
+        if name in scenarios:
+            assert part.artifact == MERGED_FILE and part.passed
+            scenarios[name].append(part)
+    assert len(scenarios["decoder"]) == 2 and len(scenarios["decoder_with_past"]) == 4
+    past_lengths = {p.reference_inputs["past_key_values.0.decoder.key"][2] for p in scenarios["decoder_with_past"]}
+    assert past_lengths == {0, 1, 4, 23}
+    assert all("encoder_hidden_states" in p.reference_inputs for p in scenarios["decoder"])
+    worst = max(p.worst_difference for p in report.parts)
+    assert worst < 1e-5, worst
+    (parity,) = report.checks
+    assert parity.name == "generation parity" and parity.passed, parity.detail
+    assert np.shape(parity.data["exported_tokens"]) == (2, 17), "16 new tokens after the start token"
+
+
+def test_merged_file_stores_the_decoder_weights_once(bart_exports: dict[str, Any]) -> None:
+    out, _ = bart_exports["merged"]
+    separate, _ = bart_exports["separate"]
+    first, later = _weight_bytes(separate / DECODER_FILE), _weight_bytes(separate / DECODER_WITH_PAST_FILE)
+    merged = _weight_bytes(out / MERGED_FILE)
+    external = (out / f"{MERGED_FILE}.data").stat().st_size
+    # The first step holds every decoder weight (the later one lacks the cross-attention projections); the merged
+    # file holds those once, plus at most a few small constants of the later step.
+    assert first > later > 0.5 * first
+    assert first <= merged <= 1.02 * first, (merged, first, later)
+    assert 0.9 * first <= external <= first, (external, first)
+    assert merged < 0.6 * (first + later)
+
+
+def test_merged_file_fed_by_hand_returns_what_the_two_files_return(bart_exports: dict[str, Any]) -> None:
+    import onnxruntime as ort
+
+    out, _ = bart_exports["merged"]
+    separate, _ = bart_exports["separate"]
+    session = ort.InferenceSession(str(out / MERGED_FILE), providers=["CPUExecutionProvider"])
+    first = ort.InferenceSession(str(separate / DECODER_FILE), providers=["CPUExecutionProvider"])
+    later = ort.InferenceSession(str(separate / DECODER_WITH_PAST_FILE), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    batch, encoder_length, heads, head_dim = 2, 6, 4, 8
+    ids = rng.integers(3, 99, size=(batch, 2), dtype=np.int64)
+    mask = np.ones((batch, encoder_length), dtype=np.int64)
+    mask[1, 4:] = 0
+    hidden = rng.standard_normal((batch, encoder_length, 32)).astype(np.float32)
+    names = [o.name for o in first.get_outputs()]
+    expected = dict(
+        zip(
+            names,
+            first.run(None, {"input_ids": ids, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}),
+            strict=True,
+        )
+    )
+    # The first step, as the user guide says: an empty self-attention past, cross-attention zeros.
+    feed: dict[str, np.ndarray] = {"input_ids": ids, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
+    for i in range(2):
+        feed[f"past_key_values.{i}.decoder.key"] = np.zeros((batch, heads, 0, head_dim), np.float32)
+        feed[f"past_key_values.{i}.decoder.value"] = np.zeros((batch, heads, 0, head_dim), np.float32)
+        feed[f"past_key_values.{i}.encoder.key"] = np.zeros((batch, heads, encoder_length, head_dim), np.float32)
+        feed[f"past_key_values.{i}.encoder.value"] = np.zeros((batch, heads, encoder_length, head_dim), np.float32)
+    outputs = [o.name for o in session.get_outputs()]
+    assert outputs == names, "the merged file returns every present, in the first step's order"
+    got = dict(zip(outputs, session.run(None, {**feed, "use_cache_branch": np.array(False)}), strict=True))
+    for name in names:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-6, err_msg=name)
+
+    # A later step: the presents fed back, one token; the cross-attention past comes back unchanged.
+    past = {name.replace("present", "past_key_values"): value for name, value in expected.items() if "present" in name}
+    step = {"input_ids": ids[:, :1], "encoder_attention_mask": mask, **past}
+    later_names = [o.name for o in later.get_outputs()]
+    want = dict(zip(later_names, later.run(None, step), strict=True))
+    feed = {**step, "encoder_hidden_states": np.zeros((batch, encoder_length, 32), np.float32)}
+    got = dict(zip(outputs, session.run(None, {**feed, "use_cache_branch": np.array(True)}), strict=True))
+    for name in later_names:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6, err_msg=name)
+    for name in (n for n in outputs if ".encoder." in n):
+        assert np.array_equal(got[name], past[name.replace("present", "past_key_values")]), name
+
+
+def test_no_merge_writes_the_three_files(bart_exports: dict[str, Any]) -> None:
+    out, report = bart_exports["separate"]
+    assert report.passed, report.failures
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".onnx") == sorted(
+        [ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE]
+    )
+    assert "merged" not in report.metadata
+    assert {p.artifact for p in report.parts} == {ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE}
+
+
+def test_the_cli_option_no_merge(tmp_path: Path) -> None:
+    import argparse
+
+    from exporter_onnx.backend import OnnxBackend
+
+    parser = argparse.ArgumentParser()
+    OnnxBackend.add_arguments(parser)
+    assert OnnxBackend.options_from_arguments(parser.parse_args(["--no-merge"]))["merge"] is False
+    assert "merge" not in OnnxBackend.options_from_arguments(parser.parse_args([]))
+    assert OnnxBackend.check_options({})["merge"] is True
+    with pytest.raises(ValueError, match="merge must be True or False"):
+        OnnxBackend.check_options({"merge": "no"})
+
+
+def test_a_merge_with_its_branches_swapped_fails_validation(
+    bart_exports: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter_onnx import merge
+
+    original = merge._switch_node
+
+    def swapped(outputs: Any, *, with_past_branch: Any, no_past_branch: Any) -> Any:
+        return original(outputs, with_past_branch=no_past_branch, no_past_branch=with_past_branch)
+
+    monkeypatch.setattr(merge, "_switch_node", swapped)
+    with pytest.raises(ValidationError) as caught:
+        _export(bart_exports["checkpoint"], tmp_path / "out")
+    report = caught.value.report
+    assert report is not None
+    decoder_parts = [p for p in report.parts if p.artifact == MERGED_FILE]
+    assert len(decoder_parts) == 6 and not any(p.passed for p in decoder_parts)
+    assert all(p.passed for p in report.parts if p.artifact == ENCODER_FILE)
+    (parity,) = report.checks
+    assert not parity.passed
+
+
+# -- matrix tier: the other families' decoders merged ------------------------------------------------------------------
+@pytest.mark.exporter_matrix
+@pytest.mark.parametrize(("model_type", "feature"), [("t5", FEATURE), ("whisper", "speech2seq-lm-with-past")])
+def test_other_families_merge(
+    model_type: str,
+    feature: str,
+    tiny_checkpoint: Callable[..., Path],
+    tmp_path: Path,
+    record_difference: Callable[..., float],
+) -> None:
+    from exporter_onnx.generation import Seq2SeqOnnxGenerator
+    from exporter_onnx.runtime import MergedDecoderStep
+
+    folder = tiny_checkpoint(model_type, feature)
+    report = _export(folder, tmp_path / "out", feature=feature)
+    assert report.passed, report.failures
+    for part in report.parts:
+        record_difference(f"{model_type}:{feature} merged [{part.part}]", part, arch=model_type)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".onnx") == [MERGED_FILE, ENCODER_FILE]
+    (parity,) = report.checks
+    assert parity.passed, parity.detail
+    generator = Seq2SeqOnnxGenerator.from_folder(tmp_path / "out")
+    assert isinstance(generator.decoder, MergedDecoderStep) and not generator.decoder.use_cache
+    assert isinstance(generator.decoder_with_past, MergedDecoderStep) and generator.decoder_with_past.use_cache
+    assert "encoder_hidden_states" in generator.decoder.input_names
+    assert "encoder_hidden_states" not in generator.decoder_with_past.input_names
