@@ -133,6 +133,16 @@ def test_failing_checks_fail_the_export_report(qa_config: BertOnnxConfig) -> Non
     assert export.log_lines() == ["\t-[✓] fresh process: loaded and ran", "\t-[x] shape contract: batch 4 refused"]
 
 
+def test_an_advisory_check_is_reported_but_does_not_decide(qa_config: BertOnnxConfig) -> None:
+    export = ExportReport(format="ONNX", backend="onnx", feature="causal-lm", parts=[_report(qa_config, 0.0, 0.0)])
+    export.checks.append(CheckResult("generation parity", False, "token 3 differs", advisory="int4 weights"))
+    assert export.passed and export.failures == []
+    assert export.log_lines() == ["\t-[!] generation parity: token 3 differs (advisory: int4 weights)"]
+    assert export.checks[0].to_dict()["advisory"] == "int4 weights"
+    export.checks.append(CheckResult("task check model", False, "cosine 0.5 < 0.9"))
+    assert not export.passed and export.failures == ["task check model: cosine 0.5 < 0.9"]
+
+
 def test_json_records_the_traced_shapes_beside_the_validated_ones(qa_config: BertOnnxConfig, tmp_path: Path) -> None:
     report = _report(qa_config, 0.0, 0.0)
     report.export_inputs = {"input_ids": [2, 8], "attention_mask": [2, 8]}

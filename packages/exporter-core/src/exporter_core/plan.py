@@ -43,10 +43,19 @@ class CheckResult:
     detail: str
     #: Facts behind the verdict (tokens generated on each side, ...), written into the JSON report.
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: Why this result does not decide the export (None: it does). An exact check (`PlanCheck.exact`) over an
+    #: artifact that changes the numbers by design (int4 weights) is run and reported, but cannot fail it.
+    advisory: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
-        return {"name": self.name, "passed": self.passed, "detail": self.detail, **dict(self.data)}
+        facts = {"advisory": self.advisory} if self.advisory else {}
+        return {"name": self.name, "passed": self.passed, "detail": self.detail, **facts, **dict(self.data)}
+
+    @property
+    def counts(self) -> bool:
+        """True when the result decides whether the export passed."""
+        return self.advisory is None
 
 
 @dataclass
@@ -67,6 +76,10 @@ class PlanCheck:
 
     name: str
     run: Callable[[Mapping[str, Runner]], CheckResult]
+    #: True when the check expects the artifact to compute what the model computes (greedy generation parity,
+    #: token for token). A backend that states a looser tolerance for a part (a quantized or fp16 variant) still
+    #: runs it, and the result is reported as advisory: the variant's task checks are its bar instead.
+    exact: bool = False
 
 
 @dataclass

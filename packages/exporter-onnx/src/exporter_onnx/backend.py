@@ -236,7 +236,7 @@ class OnnxBackend(Backend):
             from exporter_validate.task_checks import task_checks
 
             metadata["variant"] = variants[plan.main.name] if len(plan.parts) == 1 else variants
-            checks = task_checks(plan, request.preprocessor, variant.label)
+            checks = task_checks(plan, request.preprocessor, variant.label, variant.thresholds())
         return ExportResult(
             artifacts=files, parts=[parts[part.name] for part in plan.parts], metadata=metadata, checks=checks
         )

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_RTOL",
     "compare_outputs",
     "max_abs_difference",
+    "real_positions",
     "reference_outputs",
     "resolve_tolerance",
     "validate_outputs",
@@ -83,6 +84,37 @@ def _declared_over_past(config: OnnxConfig | None, mask_name: str) -> bool:
     return any("past" in str(axis_name) for axis_name in axes.values())
 
 
+def real_positions(
+    axes: Mapping[int, str], shape: tuple[int, ...], inputs: Mapping[str, np.ndarray], config: OnnxConfig | None
+) -> tuple[np.ndarray, str | None]:
+    """Where an output of `shape` holds real positions: False where a sequence axis meets padding (mask == 0).
+
+    Returns the boolean array (of `shape`) and what was compared (``real positions (attention_mask == 1)``), or
+    None for the second item when every position is real or no mask applies.
+    """
+    keep = np.ones(shape, dtype=bool)
+    compared = None
+    for axis, axis_name in axes.items():
+        if axis == 0 or axis >= len(shape) or "sequence" not in axis_name:
+            continue
+        found = _mask_for(axis_name, inputs)
+        if found is None:
+            continue
+        key, mask = found
+        if mask.shape[0] != shape[0]:
+            continue
+        if mask.shape[1] != shape[axis]:
+            # A mask declared over past + sequence (decoders with past): an output's sequence is its last part.
+            if not _declared_over_past(config, key) or mask.shape[1] < shape[axis]:
+                continue
+            mask = mask[:, mask.shape[1] - shape[axis] :]
+        mask_shape = [1] * len(shape)
+        mask_shape[0], mask_shape[axis] = mask.shape
+        keep &= np.broadcast_to(mask.reshape(mask_shape).astype(bool), shape)
+        compared = f"real positions ({key} == 1)"
+    return keep, compared
+
+
 def _compare_one(
     name: str,
     axes: Mapping[int, str],
@@ -109,25 +141,9 @@ def _compare_one(
         check.max_abs_diff = 0.0
         check.reference_magnitude = 0.0
         return check
-    keep = np.ones(diff.shape, dtype=bool)
-    for axis, axis_name in axes.items():
-        if axis == 0 or axis >= diff.ndim or "sequence" not in axis_name:
-            continue
-        found = _mask_for(axis_name, inputs)
-        if found is None:
-            continue
-        key, mask = found
-        if mask.shape[0] != diff.shape[0]:
-            continue
-        if mask.shape[1] != diff.shape[axis]:
-            # A mask declared over past + sequence (decoders with past): an output's sequence is its last part.
-            if not _declared_over_past(config, key) or mask.shape[1] < diff.shape[axis]:
-                continue
-            mask = mask[:, mask.shape[1] - diff.shape[axis] :]
-        shape = [1] * diff.ndim
-        shape[0], shape[axis] = mask.shape
-        keep &= np.broadcast_to(mask.reshape(shape).astype(bool), diff.shape)
-        check.compared = f"real positions ({key} == 1)"
+    keep, compared = real_positions(axes, diff.shape, inputs, config)
+    if compared is not None:
+        check.compared = compared
     nan_mismatch = np.isnan(reference) != np.isnan(exported)
     diff = np.where(np.isnan(diff), np.where(nan_mismatch, np.inf, 0.0), diff)
     check.max_abs_diff = float(diff[keep].max()) if keep.any() else 0.0

@@ -289,7 +289,7 @@ class ExportReport:
     @property
     def passed(self) -> bool:
         """Every part and every extra check passed."""
-        return all(p.passed for p in self.parts) and all(c.passed for c in self.checks)
+        return all(p.passed for p in self.parts) and all(c.passed for c in self.checks if c.counts)
 
     @property
     def failures(self) -> list[str]:
@@ -299,7 +299,7 @@ class ExportReport:
             label = " ".join(x for x in (part.artifact, f"[{part.part}]" if part.part else None) if x)
             prefix = f"{label}: " if label and len(self.parts) > 1 else ""
             messages.extend(prefix + m for m in part.failures)
-        messages.extend(f"{c.name}: {c.detail}" for c in self.checks if not c.passed)
+        messages.extend(f"{c.name}: {c.detail}" for c in self.checks if c.counts and not c.passed)
         return messages
 
     @property
@@ -321,7 +321,11 @@ class ExportReport:
 
     def log_lines(self) -> list[str]:
         """Extra checks in the old log style (each part logs its own lines while validating)."""
-        return [f"\t-[{'✓' if c.passed else 'x'}] {c.name}: {c.detail}" for c in self.checks]
+        return [
+            f"\t-[{'✓' if c.passed else 'x' if c.counts else '!'}] {c.name}: {c.detail}"
+            + (f" (advisory: {c.advisory})" if c.advisory else "")
+            for c in self.checks
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""

@@ -243,7 +243,7 @@ class DecoderOnnxConfig(OnnxConfigWithPast):
 
             return causal_lm_parity(model, self, runners["model"], preprocessor)
 
-        return [PlanCheck("generation parity", parity)]
+        return [PlanCheck("generation parity", parity, exact=True)]
 
     # -- how the model is called ----------------------------------------------------------------------------
     def make_cache(self) -> Any:

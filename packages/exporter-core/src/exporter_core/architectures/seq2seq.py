@@ -381,7 +381,7 @@ class Seq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
 
             return seq2seq_parity(model, self, runners, preprocessor)
 
-        return [PlanCheck("generation parity", parity)]
+        return [PlanCheck("generation parity", parity, exact=True)]
 
     # -- the graphs a runtime drives ----------------------------------------------------------------------
     def encoder_config(self) -> Seq2SeqEncoderOnnxConfig:
