@@ -409,6 +409,7 @@ def _quantize_int4(model: onnx.ModelProto, variant: VariantOptions, facts: dict[
         "mode": "weight-only (MatMulNBits; embedding tables GatherBlockQuantized)",
         "weights": f"int4 symmetric, blocks of {variant.block_size}",
         "quantized_nodes": count,
+        "quantized_tables": _count(quantized, ("GatherBlockQuantized",)),
     }
     return quantized
 
@@ -476,4 +477,3 @@ def apply_variant(
     facts["tolerance"] = tolerance.to_dict() if tolerance is not None else "the architecture's (fp32 arithmetic)"
     facts["tools"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
     return facts
-        "quantized_tables": _count(quantized, ("GatherBlockQuantized",)),
