@@ -44,7 +44,6 @@ def _size(folder: Path) -> int:
     ("options", "tolerance_stated"),
     [
         ({"optimize": "O1"}, False),
-        ({"optimize": "O2"}, False),
         ({"quantize": "int8"}, True),
         ({"dtype": "fp16"}, True),
     ],
@@ -258,3 +257,189 @@ def test_minilm_int8_is_smaller_and_keeps_the_embeddings(tmp_path: Path) -> None
     print(f"MiniLM int8: {sizes}, real-sentence cosine min {real['min_cosine']:.5f} mean {real['mean_cosine']:.5f}")
     assert sizes["ratio"] < 0.5
     assert real["min_cosine"] >= 0.99
+
+
+# --optimize O2: attention fused (issue 11, part 2) ---------------------------------------------------------------
+
+#: Rows of the padded batch O2 graphs are compared with PyTorch on: right padding, left padding, a hole (the
+#: plan's scenarios pad on the right only, and a fused attention that read a per-row length would pass them).
+_ANY_PADDING = [[1] * 11 + [0] * 2, [0] * 4 + [1] * 9, [1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1]]
+
+
+def _with_random_biases(checkpoint: Path, folder: Path) -> Path:
+    """A copy of `checkpoint` whose biases and layer-norm parameters are random (the kit's are 0 and 1), so that a
+    fusion dropping a bias, or mixing up the query, key and value ones, changes the numbers."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    shutil.copytree(checkpoint, folder)
+    model = AutoModel.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 1:
+                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(folder)
+    return folder
+
+
+def _o2_against_pytorch(checkpoint: Path, graph: Path) -> float:
+    """Largest difference of the graph's last hidden state from PyTorch's (the model as loaded, SDPA) over the
+    real positions of a batch padded every way (`_ANY_PADDING`)."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(checkpoint).eval()
+    mask = torch.tensor(_ANY_PADDING)
+    ids = torch.randint(5, model.config.vocab_size, mask.shape, generator=torch.Generator().manual_seed(0))
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    with torch.no_grad():
+        expected = model(**{name: feeds[name] for name in names}).last_hidden_state.numpy()
+    (got,) = session.run(["last_hidden_state"], {name: feeds[name].numpy() for name in names})
+    kept = mask.bool().numpy()
+    return float(np.abs(got[kept] - expected[kept]).max())
+
+
+def _op_counts(graph: Path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    return collections.Counter(node.op_type for node in onnx.load(str(graph), load_external_data=False).graph.node)
+
+
+def test_o2_fuses_one_attention_per_layer_and_serves_any_padding(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    from transformers import AutoConfig
+
+    checkpoint = _with_random_biases(tiny_checkpoint("bert", "default", with_tokenizer=True), tmp_path / "bert")
+    report = _export(checkpoint, tmp_path / "out", optimize="O2")
+    assert report.passed, report.failures
+    assert report.worst_difference < 1e-4, "O2 keeps fp32 arithmetic: validated at the fp32 tolerance"
+    layers = AutoConfig.from_pretrained(checkpoint).num_hidden_layers
+    optimize = report.metadata["variant"]["optimize"]
+    assert optimize["padding_masks_rewritten"] == 1
+    fused = optimize["fused_operators"]
+    assert (fused["Attention"], fused["SkipLayerNormalization"], fused["BiasGelu"]) == (layers, 2 * layers, layers)
+    ops = _op_counts(tmp_path / "out" / "model.onnx")
+    assert ops["Attention"] == layers and ops["Softmax"] == 0, ops
+    assert _o2_against_pytorch(checkpoint, tmp_path / "out" / "model.onnx") < 1e-4
+    check = _task_check(report)
+    assert check.passed and "cosine >=" in check.detail, check.detail
+
+
+def _scores_with_mask(build_mask: Callable[[Any], str]) -> Any:
+    """A graph ``softmax(scores + mask)`` whose mask `build_mask(graph_nodes)` computes; inputs attention_mask,
+    input_ids (batch, sequence) and scores (batch, 2, sequence, sequence)."""
+    from onnx import TensorProto, helper
+
+    nodes: list[Any] = []
+    mask = build_mask(nodes)
+    nodes += [helper.make_node("Add", ["scores", mask], ["masked"]), helper.make_node("Softmax", ["masked"], ["probs"])]
+    inputs = [
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"]),
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2, "sequence", "sequence"]),
+    ]
+    output = helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "scores", inputs, [output])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _constant(nodes: list[Any], name: str, value: Any) -> str:
+    from onnx import helper, numpy_helper
+
+    nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name)))
+    return name
+
+
+def _classic_padding_mask(nodes: list[Any]) -> str:
+    """(1 - mask[:, None, None, :]) * lowest, as Transformers 4 built it."""
+    from onnx import TensorProto, helper
+
+    lowest = np.finfo(np.float32).min
+    nodes += [
+        helper.make_node("Unsqueeze", ["attention_mask", _constant(nodes, "axes", np.array([1, 2]))], ["m4"]),
+        helper.make_node("Cast", ["m4"], ["m4f"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", [_constant(nodes, "one", np.float32(1)), "m4f"], ["inverted"]),
+        helper.make_node("Mul", ["inverted", _constant(nodes, "lowest", np.float32(lowest))], ["mask"]),
+    ]
+    return "mask"
+
+
+def _causal_padding_mask(nodes: list[Any]) -> str:
+    """The padding mask and a causal one: not a padding mask, whatever the padding."""
+    from onnx import TensorProto, helper
+
+    padding = _classic_padding_mask(nodes)
+    nodes += [
+        helper.make_node("Shape", ["attention_mask"], ["length"], start=1, end=2),
+        helper.make_node("Concat", ["length", "length"], ["square"], axis=0),
+        helper.make_node("ConstantOfShape", ["square"], ["ones"], value=_tensor(np.array([1.0], np.float32))),
+        helper.make_node("Trilu", ["ones"], ["lower"], upper=0),
+        helper.make_node("Sub", ["one", "lower"], ["upper_inverted"]),
+        helper.make_node("Mul", ["upper_inverted", "lowest"], ["causal"]),
+        helper.make_node("Min", [padding, "causal"], ["both"]),
+        helper.make_node("Cast", ["both"], ["both_float"], to=TensorProto.FLOAT),
+    ]
+    return "both_float"
+
+
+def _pad_token_mask(nodes: list[Any]) -> str:
+    """A mask read from the token ids (pad id 0), not from the attention mask."""
+    from onnx import helper
+
+    nodes += [
+        helper.make_node("Equal", ["input_ids", _constant(nodes, "pad", np.int64(0))], ["is_pad"]),
+        helper.make_node("Unsqueeze", ["is_pad", _constant(nodes, "axes", np.array([1, 2]))], ["is_pad4"]),
+        helper.make_node(
+            "Where",
+            ["is_pad4", _constant(nodes, "lowest", np.float32(-1e9)), _constant(nodes, "zero", np.float32(0))],
+            ["mask"],
+        ),
+    ]
+    return "mask"
+
+
+def _tensor(array: Any) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(array)
+
+
+@pytest.mark.parametrize(
+    ("build_mask", "rewritten"),
+    [(_classic_padding_mask, 1), (_causal_padding_mask, 0), (_pad_token_mask, 0)],
+    ids=["padding", "causal-and-padding", "from-token-ids"],
+)
+def test_only_a_padding_mask_is_rewritten_for_the_attention_fusion(
+    build_mask: Callable[[list[Any]], str], rewritten: int
+) -> None:
+    import onnxruntime as ort
+
+    from exporter_onnx.variants import _rewrite_padding_masks
+
+    model = _scores_with_mask(build_mask)
+    original = model.SerializeToString()
+    rng = np.random.default_rng(0)
+    mask = np.asarray(_ANY_PADDING, np.int64)
+    feeds = {
+        "attention_mask": mask,
+        "input_ids": rng.integers(0, 3, mask.shape),
+        "scores": rng.standard_normal((*mask.shape[:1], 2, mask.shape[1], mask.shape[1])).astype(np.float32),
+    }
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert _rewrite_padding_masks(model) == rewritten
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_array_equal(after, before)
+    ops = [node.op_type for node in model.graph.node]
+    if rewritten:
+        assert "Mul" not in ops and ops.count("Where") == 1, "the old mask is gone, the fusion's form is in"
+    else:
+        assert model.SerializeToString() == original, "the graph is left as it was"
