@@ -443,3 +443,34 @@ def test_only_a_padding_mask_is_rewritten_for_the_attention_fusion(
         assert "Mul" not in ops and ops.count("Where") == 1, "the old mask is gone, the fusion's form is in"
     else:
         assert model.SerializeToString() == original, "the graph is left as it was"
+
+
+#: Attention nodes O2 writes per BERT-like type, as a function of its layer count, and why where it is not every layer.
+_FUSED_ATTENTION: dict[str, tuple[Callable[[int], int], str]] = {
+    **dict.fromkeys(
+        ("roberta", "xlm-roberta", "camembert", "distilbert", "electra", "data2vec-text"),
+        (lambda layers: layers, "every layer"),
+    ),
+    "albert": (
+        lambda layers: layers - 1,
+        "the first layer's residual is the embedding projection's Add, which the fusion takes for the attention output",
+    ),
+    "mpnet": (lambda layers: 0, "a relative position bias is added to the scores, a pattern the fusion does not have"),
+}
+
+
+@pytest.mark.exporter_matrix
+@pytest.mark.parametrize("model_type", sorted(_FUSED_ATTENTION))
+def test_o2_on_bert_like_types(model_type: str, tiny_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    from exporter_core.model_config import ModelConfigView
+
+    checkpoint = _with_random_biases(tiny_checkpoint(model_type, "default", with_tokenizer=True), tmp_path / "ck")
+    report = _export(checkpoint, tmp_path / "out", optimize="O2")
+    assert report.passed and report.worst_difference < 1e-4, report.failures
+    layers = ModelConfigView(AutoConfig.from_pretrained(checkpoint)).num_layers
+    expected, why = _FUSED_ATTENTION[model_type]
+    ops = _op_counts(tmp_path / "out" / "model.onnx")
+    assert ops["Attention"] == expected(layers), f"{model_type}: {why}; {ops}"
+    assert _o2_against_pytorch(checkpoint, tmp_path / "out" / "model.onnx") < 1e-4
