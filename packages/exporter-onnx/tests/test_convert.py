@@ -325,6 +325,7 @@ def test_backend_options_are_checked_before_anything_is_loaded() -> None:
         **no_variant,
         "device": "cpu",
         "merge": True,
+        "stream_weights": None,
     }
     assert OnnxBackend.check_options({"opset": 17, "engine": "torchscript", "merge": False}) == {
         "opset": 17,
@@ -332,6 +333,7 @@ def test_backend_options_are_checked_before_anything_is_loaded() -> None:
         **no_variant,
         "device": "cpu",
         "merge": False,
+        "stream_weights": None,
     }
     with pytest.raises(
         InvalidArgumentError,

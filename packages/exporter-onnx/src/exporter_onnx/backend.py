@@ -37,6 +37,7 @@ class OnnxBackend(Backend):
         "block_size",
         "device",
         "merge",
+        "stream_weights",
     )
 
     @classmethod
@@ -105,6 +106,14 @@ class OnnxBackend(Backend):
             "(decoder_model.onnx, decoder_with_past_model.onnx, each with the decoder's weights) instead of one "
             "decoder_model_merged.onnx holding both with the weights stored once.",
         )
+        parser.add_argument(
+            "--stream-weights",
+            dest="stream_weights",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Capture on fake weights and write the checkpoint's safetensors into external data one tensor at a "
+            "time (default: when the checkpoint holds 1 GiB or more and the dynamo engine is used).",
+        )
 
     @classmethod
     def options_from_arguments(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -114,13 +123,16 @@ class OnnxBackend(Backend):
                 options[name] = getattr(args, name)
         if getattr(args, "merge", True) is False:
             options["merge"] = False
+        if getattr(args, "stream_weights", None) is not None:
+            options["stream_weights"] = args.stream_weights
         return options
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """``opset`` (an int or None: the architecture's), ``engine`` (auto, dynamo, torchscript) and the variant
         (``optimize``, ``quantize``, ``dtype``, ``calibration``, ``block_size``, ``device``: `VariantOptions`),
-        ``merge`` (default True: the two decoder steps of an encoder-decoder with past in one file)."""
+        ``merge`` (default True: the two decoder steps of an encoder-decoder with past in one file),
+        ``stream_weights`` (None: streamed when the checkpoint is large, `exporter_onnx.streaming.choose_streaming`)."""
         from exporter_onnx.variants import check_variant_options
 
         refuse_unknown_options(cls.name, options, cls.option_names or ())
@@ -154,7 +166,10 @@ class OnnxBackend(Backend):
                     f"opset {opset} is newer than the installed onnx/onnxruntime support ({highest}); "
                     f"pass {option_hint('opset', highest)} or lower"
                 )
-        return {"opset": opset, "engine": engine, **variant.options(), "merge": merge}
+        from exporter_onnx.streaming import check_stream_option
+
+        streaming = {"stream_weights": check_stream_option(options)}
+        return {"opset": opset, "engine": engine, **variant.options(), "merge": merge, **streaming}
 
     @classmethod
     def check_for_architecture(cls, options: Mapping[str, Any], config_cls: type, model_config: Any = None) -> None:
@@ -179,8 +194,9 @@ class OnnxBackend(Backend):
     def export(self, request: ExportRequest) -> ExportResult:
         """Export every part of the plan to its own file (external data beside it when large); the two decoder
         steps of an encoder-decoder with past then become one file (`exporter_onnx.merge`) unless ``merge`` is off."""
-        from exporter_onnx.convert import export_onnx
+        from exporter_onnx.convert import DYNAMO_MIN_OPSET, export_onnx
         from exporter_onnx.runtime import OnnxRuntimeRunner
+        from exporter_onnx.streaming import choose_streaming, runner_options
         from exporter_onnx.variants import check_variant_options
 
         options = self.check_options(request.options)
@@ -189,6 +205,10 @@ class OnnxBackend(Backend):
         written = {}
         infos = {}
         variants: dict[str, dict[str, Any]] = {}
+        # Weights streamed from the checkpoint into external data when it is large (exporter_onnx.streaming).
+        weights, _ = choose_streaming(
+            options["stream_weights"], plan.model, options["engine"], options["opset"], DYNAMO_MIN_OPSET
+        )
         with plan.capture():
             for part in plan.parts:
                 artifact = part.artifact_name(request.artifact_name)
@@ -201,6 +221,7 @@ class OnnxBackend(Backend):
                         opset=options["opset"],
                         engine=options["engine"],
                         preprocessor=request.preprocessor,
+                        weights=weights,
                     )
                 infos[part.name] = info
                 written[part.name] = artifact
@@ -211,6 +232,8 @@ class OnnxBackend(Backend):
                         variants[part.name] = apply_variant(
                             path, variant, model_type=plan.model_type, part=part, preprocessor=request.preprocessor
                         )
+        if weights is not None:
+            weights.close()  # validation reads the checkpoint through the model's own memory map
         metadata: dict[str, Any] = {}
         parts = self._merged_parts(request, written, metadata) if options["merge"] else {}
         for part in plan.parts:
@@ -218,7 +241,10 @@ class OnnxBackend(Backend):
                 parts[part.name] = ExportedPart(
                     name=part.name,
                     artifact=written[part.name],
-                    runner=OnnxRuntimeRunner(request.staging / written[part.name]),
+                    runner=OnnxRuntimeRunner(
+                        request.staging / written[part.name],
+                        **runner_options(infos[part.name] if not variant.active else None),
+                    ),
                 )
             parts[part.name].export_inputs = dict(infos[part.name].input_shapes)
             parts[part.name].tolerance = variant.tolerance()

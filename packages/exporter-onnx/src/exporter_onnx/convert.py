@@ -2,8 +2,9 @@
 
 Two engines: ``dynamo`` (torch.export + onnxscript; the default, for opset 18 and above) and ``torchscript``
 (the TorchScript-based exporter, which still targets opsets 14-17 that older runtimes need). An explicit
-opset is honoured exactly: the written file is checked to carry it. Capture and writing are separate steps
-so that weights can later be streamed into external data instead of being held in memory.
+opset is honoured exactly: the written file is checked to carry it. Capture and writing are separate steps: given
+a checkpoint to stream from (`exporter_onnx.streaming`), the dynamo engine captures on fake weights and the
+checkpoint's tensors are written into external data one at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from exporter_core.output import StagedOutput
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.config import OnnxConfig
+    from exporter_onnx.streaming import CheckpointWeights, StreamedWeights
 
 __all__ = ["DYNAMO_MIN_OPSET", "OnnxExportInfo", "choose_engine", "export", "export_onnx", "max_opset"]
 
@@ -77,6 +79,10 @@ class OnnxExportInfo:
     fallback_reason: str | None = None
     #: Shapes of the dummy inputs the graph was captured with.
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    #: What a streamed export read from the checkpoint (None: the normal path).
+    streamed: StreamedWeights | None = None
+    #: Why weights meant to be streamed were not (the part was exported the normal way).
+    stream_fallback: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """Facts for the report and metadata files."""
@@ -95,6 +101,10 @@ class OnnxExportInfo:
         }
         if self.fallback_reason:
             data["fallback_reason"] = self.fallback_reason
+        if self.streamed is not None:
+            data["streamed_weights"] = self.streamed.metadata()
+        if self.stream_fallback:
+            data["stream_fallback"] = self.stream_fallback
         return data
 
 
@@ -157,7 +167,7 @@ def _scalar(value: Any, expected: float) -> bool:
     import numpy as np
 
     tensor = getattr(value, "const_value", None)
-    if tensor is None:
+    if tensor is None or tensor.size != 1:  # a weight is never read here (streamed ones are read lazily)
         return False
     array = tensor.numpy()
     return bool(array.size == 1 and np.isclose(float(array.reshape(())), expected, rtol=1e-6, atol=0.0))
@@ -262,9 +272,35 @@ def _move_weights_to_external_data(path: Path) -> None:
 
 
 def save_with_external_data(model: Any, path: Path) -> None:
-    """Write `model` to `path` with its weights (tensors of 1 KiB and more) in one ``<name>.data`` file beside it."""
+    """Write `model` to `path` with its weights (tensors of 1 KiB and more) in one ``<name>.data`` file beside it.
+
+    `model` is an ``onnx.ModelProto``, or an ``onnx_ir`` model (a streamed export): its tensors are then written one
+    at a time, each produced only when written (a lazy tensor reads its checkpoint tensor then), tensors over
+    1 MiB at 64 KiB-aligned offsets so that ONNX Runtime can memory-map them; progress is noted in bytes.
+    """
     import onnx
 
+    if not isinstance(model, onnx.ModelProto):
+        import onnx_ir as ir
+
+        from exporter_core.progress import note
+
+        shown = {"next": 0.0}
+
+        def progress(tensor: Any, info: Any) -> None:
+            if info.total and info.index / info.total >= shown["next"]:
+                note(f"weights: tensor {info.index + 1} of {info.total}, {info.offset / 2**20:,.0f} MiB written")
+                shown["next"] += 0.1
+
+        ir.save(
+            model,
+            str(path),
+            external_data=f"{path.name}.data",
+            size_threshold_bytes=1023,
+            alignment=65536,
+            callback=progress,
+        )
+        return
     onnx.save_model(
         model,
         str(path),
@@ -333,10 +369,14 @@ def export_onnx(
     engine: str = "auto",
     preprocessor: Any = None,
     optimize: bool = True,
+    weights: CheckpointWeights | None = None,
 ) -> OnnxExportInfo:
     """Export `model` as described by `config` to `path` (and external data beside it when large).
 
-    `path`'s folder should be private to this call (a staging folder): files are written straight into it.
+    `path`'s folder should be private to this call (a staging folder): files are written straight into it. With
+    `weights` (the checkpoint `model` was loaded from, see `exporter_onnx.streaming.choose_streaming`) the dynamo
+    engine captures on fake weights and writes the checkpoint's tensors into ``<name>.data`` one at a time; a
+    part that cannot be streamed is exported the normal way (or refused, when streaming was asked for).
     """
     import onnx
     import torch
@@ -354,9 +394,21 @@ def export_onnx(
     names = list(dummy)
     external = config.use_external_data_format(_count_parameters(model))
     fallback_reason = None
+    streamed: StreamedWeights | None = None
+    stream_fallback = None
     with prepared_for_export(model, config), eager_attention_for_capture(model), torch.no_grad(), _quiet_exporter():
         module = export_module(model, config, names)
-        if chosen == "dynamo":
+        if chosen == "dynamo" and weights is not None:
+            from exporter_onnx.streaming import StreamFallback
+
+            try:
+                streamed, facts = _export_streamed(module, dict(dummy), config, opset, optimize, weights, path)
+            except StreamFallback as exc:
+                stream_fallback = exc.reason
+                logger.warning("weights not streamed (%s); exporting them the normal way", exc.reason)
+                for written in (path, path.with_name(f"{path.name}.data")):
+                    written.unlink(missing_ok=True)
+        if chosen == "dynamo" and streamed is None:
             try:
                 program = _capture_dynamo(module, dict(dummy), config, opset, optimize)
             except Exception as exc:  # torch.export refuses some graphs; the other engine may not
@@ -399,7 +451,43 @@ def export_onnx(
         files=files,
         fallback_reason=fallback_reason,
         input_shapes={name: list(value.shape) for name, value in dummy.items()},
+        streamed=streamed,
+        stream_fallback=stream_fallback,
     )
+
+
+def _export_streamed(
+    module: Any,
+    dummy: dict[str, Any],
+    config: OnnxConfig,
+    opset: int,
+    optimize: bool,
+    weights: CheckpointWeights,
+    path: Path,
+) -> tuple[StreamedWeights, _Facts]:
+    """Capture `module` on fake weights, give its initializers the checkpoint's tensors, optimise as the engine
+    does, and write the file with every weight streamed into external data. Raises `StreamFallback` when a weight
+    cannot be streamed (the caller then exports the normal way)."""
+    from exporter_onnx.streaming import StreamFallback, fake_parameters, stream_initializers
+
+    try:
+        with fake_parameters(module):
+            # The optimizer folds constants: it runs once the initializers can be read (lazily, from the checkpoint).
+            program = _capture_dynamo(module, dummy, config, opset, optimize=False)
+    except Exception as exc:
+        reason = (
+            f"capture on fake weights failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        )
+        if weights.forced:
+            raise ExportError(f"{reason[:300]}; export without streamed weights") from exc
+        raise StreamFallback(reason[:300]) from exc
+    streamed = stream_initializers(program.model, module, weights)
+    if optimize:
+        program.optimize()
+    _strip_debug_metadata(program)
+    _reorder_erf_gelu(program)
+    save_with_external_data(program.model, path)
+    return streamed, _program_facts(program.model, path)
 
 
 def export(

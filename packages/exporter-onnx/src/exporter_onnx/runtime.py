@@ -23,13 +23,29 @@ _ORT_TYPES = {
 class OnnxRuntimeRunner:
     """Named NumPy inputs in, named NumPy outputs out, through an ONNX Runtime session on the CPU by default."""
 
-    def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        *,
+        session_config: Mapping[str, str] | None = None,
+        disabled_optimizers: Sequence[str] = (),
+    ) -> None:
+        """`session_config` (session config entries) and `disabled_optimizers` tune the session; a streamed
+        export's are `exporter_onnx.streaming.LOW_MEMORY_SESSION`."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(key, value)
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        self.session = ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=list(providers),
+            disabled_optimizers=list(disabled_optimizers) or None,
+        )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._types = {i.name: _ORT_TYPES.get(i.type) for i in self.session.get_inputs()}
