@@ -96,22 +96,22 @@ def test_int4_decoder_reports_logit_cosine_and_shrinks_the_weights(
         log=lambda _: None,
     )
     variant = report.metadata["variant"]
-    assert variant["quantize"]["quantized_tables"] == 1, "the embedding table is int4 as well"
     assert variant["quantize"]["kind"] == "int4" and variant["quantize"]["quantized_nodes"] > 0
+    assert variant["quantize"]["quantized_tables"] == 1, "the embedding table is int4 as well"
     assert variant["options"]["block_size"] == 16
     # Weights, not the file: a tiny model's file is mostly graph. 4 bits + one fp32 scale per 16 weights ~ 0.19.
     assert _weight_bytes(tmp_path / "int4") < 0.3 * _weight_bytes(tmp_path / "fp32")
-    assert check.data["thresholds"]["top1_agreement"] is None and check.data["thresholds"]["reason"]
     check = _task_check(report)
+    assert check.data["thresholds"]["top1_agreement"] is None and check.data["thresholds"]["reason"]
     logits = check.data["outputs"]["logits"]
-    assert all(f["kind"] == "top1" and 0.9 <= f["min_cosine"] <= 1.0 for f in logits.values())
+    assert all(f["kind"] == "top1" and 0.8 <= f["min_cosine"] <= 1.0 for f in logits.values())
     assert all(0.0 <= f["top1_agreement"] <= 1.0 for f in logits.values())
     assert report.passed and check.passed
     # Greedy parity over a lossy variant runs and is reported, but does not decide the export.
     parity = next(c for c in report.checks if c.name == "generation parity")
     assert parity.advisory and "task checks decide" in parity.advisory
-    assert all(c.advisory is None for c in plain.checks)
     assert plain.passed and "variant" not in plain.metadata
+    assert all(c.advisory is None for c in plain.checks)
 
 
 def test_a_quantizer_that_zeros_the_weights_fails_the_task_check(
@@ -139,6 +139,7 @@ def test_a_quantizer_that_zeros_the_weights_fails_the_task_check(
     assert "cosine" in check.detail and "< 0.99" in check.detail
     assert not (tmp_path / "out" / "model.onnx").exists(), "a failed variant is not kept"
 
+
 def test_int4_with_output_channels_scrambled_fails_its_task_check(
     tiny_checkpoint: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,8 +164,7 @@ def test_int4_with_output_channels_scrambled_fails_its_task_check(
     with pytest.raises(ValidationError) as failed:
         _export(tiny_checkpoint("llama", "causal-lm"), tmp_path / "out", feature="causal-lm", quantize="int4")
     check = _task_check(failed.value.report)
-    assert not check.passed and "needs 0.9" in check.detail
-
+    assert not check.passed and "needs 0.8" in check.detail
 
 
 @pytest.mark.parametrize(
