@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError, option_hint
+from exporter_core.errors import CheckpointError, ExportError, InvalidArgumentError, OpsetError, option_hint
 from exporter_core.modeling import argument_name, eager_attention_for_capture, export_module, prepared_for_export
 from exporter_core.output import StagedOutput
 
@@ -482,12 +482,34 @@ def _export_streamed(
             raise ExportError(f"{reason[:300]}; export without streamed weights") from exc
         raise StreamFallback(reason[:300]) from exc
     streamed = stream_initializers(program.model, module, weights)
-    if optimize:
-        program.optimize()
-    _strip_debug_metadata(program)
-    _reorder_erf_gelu(program)
-    save_with_external_data(program.model, path)
+    try:
+        if optimize:
+            program.optimize()
+        _strip_debug_metadata(program)
+        _reorder_erf_gelu(program)
+        save_with_external_data(program.model, path)
+    except Exception as exc:
+        # A checkpoint tensor is read (and checked) when first needed: by the optimizer, which wraps what a read
+        # raises in its own PassError, or by the writer. What the read said is what the caller must see.
+        found = _read_failure(exc)
+        if found is None or found is exc:
+            raise
+        raise found from None
     return streamed, _program_facts(program.model, path)
+
+
+def _read_failure(exc: BaseException) -> BaseException | None:
+    """The `StreamFallback` or `CheckpointError` a checkpoint read raised, found in `exc`'s chain of causes."""
+    from exporter_onnx.streaming import StreamFallback
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (StreamFallback, CheckpointError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def export(

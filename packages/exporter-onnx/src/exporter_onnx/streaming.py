@@ -347,7 +347,7 @@ def _reader(checkpoint: CheckpointWeights, key: str, parameter: Any, name: str, 
             if parameter.device.type != "meta" and not torch.equal(tensor, parameter.detach()):
                 reason = (
                     f"checkpoint tensor {key!r} ({checkpoint.files[key].name}) differs from the loaded model's "
-                    f"{name} (Transformers converted it while loading)"
+                    f"{name} (converted while loading, or changed since)"
                 )
                 if forced:
                     raise CheckpointError(
