@@ -2,10 +2,11 @@
 one tensor at a time, the file holds the normal path's initializers byte for byte and validates; a checkpoint that
 does not hold what the loaded model holds is an error naming the tensor, never a wrong file.
 
-Default tier (about 25 s on two cores): a tiny Llama with tied embeddings (a rotary ``inv_freq`` buffer, one
-weight under two names) exported through the pipeline with streaming forced on (validated, generation parity
-included) and compared with the normal export of the same checkpoint; a weight missing from the checkpoint
-(GPT-2); the rule that decides when to stream. Matrix tier: an untied Llama, a tied and an untied GPT-2, and a
+Default tier (about 20 s on two cores): a tiny Llama with tied embeddings (a rotary ``inv_freq`` buffer, one
+weight under two names) streamed, compared with the normal export of the same checkpoint and validated at every
+scenario of its plan as the backend validates it; a weight missing from the checkpoint (GPT-2); a shard without
+the tensor its index names; the rule that decides when to stream. Matrix tier: tied and untied Llama and GPT-2
+streamed through the pipeline (validation and generation parity) and compared with the normal export, and a
 checkpoint whose values differ from the loaded model's (refused when asked for, else exported the normal way).
 """
 
@@ -35,27 +36,55 @@ def _initializers(path: Path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
     return {name: (str(a.dtype), tuple(a.shape), a.tobytes()) for name, a in arrays.items()}
 
 
-def _normal_export(checkpoint: Path, model_type: str, output: Path) -> Path:
+def _normal_export(plan: Any, output: Path) -> Path:
     """The plan's main part exported the normal way (as the backend does below the streaming threshold)."""
     from exporter_onnx.convert import export_onnx
 
-    _, plan = _loaded(checkpoint, model_type)
     output.mkdir()
     with plan.capture():
         export_onnx(plan.main.module, plan.main.config, output / "model.onnx")
     return output / "model.onnx"
 
 
+def _assert_same_initializers(streamed: Path, normal: Path) -> None:
+    expected = _initializers(normal)
+    written = _initializers(streamed)
+    assert sorted(written) == sorted(expected)
+    differing = [name for name in expected if written[name] != expected[name]]
+    assert not differing, f"initializers differ from the normal export: {differing}"
+
+
+def test_a_streamed_tied_llama_holds_the_normal_initializers_and_validates(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    from exporter_onnx.runtime import OnnxRuntimeRunner
+    from exporter_onnx.streaming import runner_options
+    from exporter_validate import validate_outputs
+
+    model, plan = _loaded(tiny_checkpoint("llama", FEATURE, tie_word_embeddings=True), "llama")
+    info = _export_streamed(model, plan, tmp_path / "streamed", forced=True)
+    assert info.streamed is not None and info.streamed.streamed > 0 and info.external_data
+    _assert_same_initializers(tmp_path / "streamed" / "model.onnx", _normal_export(plan, tmp_path / "normal"))
+    # Validated as the backend validates a streamed part: its weights memory-mapped, at every scenario of the plan.
+    runner = OnnxRuntimeRunner(tmp_path / "streamed" / "model.onnx", **runner_options(info))
+    part = plan.main
+    for scenario in part.scenarios:
+        reference = scenario.reference if scenario.reference is not None else part.module
+        report = validate_outputs(part.config, reference, runner, inputs=scenario.inputs)
+        assert report.passed, (scenario.label, report.failures)
+
+
+@pytest.mark.exporter_matrix
 @pytest.mark.parametrize(
     ("model_type", "sizes"),
     [
         pytest.param("llama", {"tie_word_embeddings": True}, id="llama-tied"),
-        pytest.param("llama", None, marks=pytest.mark.exporter_matrix, id="llama"),
-        pytest.param("gpt2", None, marks=pytest.mark.exporter_matrix, id="gpt2-tied"),
-        pytest.param("gpt2", {"tie_word_embeddings": False}, marks=pytest.mark.exporter_matrix, id="gpt2-untied"),
+        pytest.param("llama", None, id="llama"),
+        pytest.param("gpt2", None, id="gpt2-tied"),
+        pytest.param("gpt2", {"tie_word_embeddings": False}, id="gpt2-untied"),
     ],
 )
-def test_streamed_export_holds_the_normal_initializers_and_validates(
+def test_streamed_export_through_the_pipeline_holds_the_normal_initializers_and_validates(
     model_type: str, sizes: dict[str, Any] | None, exported: Callable[..., Any], tmp_path: Path
 ) -> None:
     streamed = exported(model_type, FEATURE, "onnx", sizes=sizes, stream_weights=True)
@@ -67,11 +96,8 @@ def test_streamed_export_holds_the_normal_initializers_and_validates(
     assert summary["reason"] == "asked for"
     assert summary["initializers_from_checkpoint"] > 0 and summary["bytes_from_checkpoint"] > 0
     assert (streamed.output / "model.onnx.data").is_file()
-    expected = _initializers(_normal_export(streamed.checkpoint, model_type, tmp_path / "normal"))
-    written = _initializers(streamed.output / "model.onnx")
-    assert sorted(written) == sorted(expected)
-    differing = [name for name in expected if written[name] != expected[name]]
-    assert not differing, f"initializers differ from the normal export: {differing}"
+    _, plan = _loaded(streamed.checkpoint, model_type)
+    _assert_same_initializers(streamed.output / "model.onnx", _normal_export(plan, tmp_path / "normal"))
 
 
 def _loaded(folder: Path, model_type: str) -> tuple[Any, Any]:
@@ -164,3 +190,37 @@ def test_a_small_checkpoint_keeps_the_normal_path(tiny_checkpoint: Callable[...,
     folder = tiny_checkpoint("gpt2", FEATURE)
     weights, reason = choose_streaming(None, SimpleNamespace(name_or_path=str(folder)), "auto", None, DYNAMO_MIN_OPSET)
     assert weights is None and "under the 1 GiB streaming threshold" in reason
+
+
+def test_a_shard_without_the_tensor_its_index_names_is_an_error_naming_both(tmp_path: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from exporter_onnx.streaming import CheckpointWeights, checkpoint_shape
+
+    save_file({"held": torch.zeros(2, 3)}, str(tmp_path / "model-00001-of-00001.safetensors"))
+    index = {"weight_map": {"held": "model-00001-of-00001.safetensors", "lost": "model-00001-of-00001.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    checkpoint = CheckpointWeights.find(tmp_path)
+    assert checkpoint is not None and checkpoint_shape(checkpoint, "held") == [2, 3]
+    with pytest.raises(CheckpointError, match=r"model-00001-of-00001\.safetensors does not hold tensor 'lost'"):
+        checkpoint_shape(checkpoint, "lost")
+
+
+def test_a_checkpoint_tensor_is_read_in_the_captured_dtype_and_checked(tmp_path: Path) -> None:
+    import onnx_ir as ir
+    import torch
+    from safetensors.torch import save_file
+
+    from exporter_onnx.streaming import CheckpointWeights, _reader
+
+    save_file({"w": torch.arange(6, dtype=torch.float16).reshape(2, 3) / 4}, str(tmp_path / "model.safetensors"))
+    checkpoint = CheckpointWeights.find(tmp_path)
+    assert checkpoint is not None
+    loaded = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 4  # the model holds it in float32
+    tensor = _reader(checkpoint, "w", loaded, "model.w", forced=True)()
+    assert tensor.dtype == ir.DataType.FLOAT and tensor.numpy().tobytes() == loaded.numpy().tobytes()
+    with pytest.raises(CheckpointError, match=r"checkpoint tensor 'w' \(model.safetensors\) differs from the loaded"):
+        _reader(checkpoint, "w", loaded + 1, "model.w", forced=True)()

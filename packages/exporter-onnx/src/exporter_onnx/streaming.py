@@ -102,9 +102,10 @@ class CheckpointWeights:
     #: id() of a parameter of the loaded model -> checkpoint names it may be stored under (its own names, its
     #: tied twins', with and without the base model's prefix).
     names_of: dict[int, list[str]] = field(default_factory=dict)
-    #: Why the weights are streamed (for the report); True when the caller asked for it (a failure is then an
-    #: error instead of a fallback to the normal path).
+    #: Why the weights are streamed (for the report).
     reason: str = ""
+    #: True when the caller asked for streaming: a weight that cannot be streamed is then an error, not a
+    #: fallback to the normal path.
     forced: bool = False
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
 
@@ -126,7 +127,7 @@ class CheckpointWeights:
         return None
 
     def total_bytes(self) -> int:
-        """Bytes of tensor data in the checkpoint's files (headers excluded, nearly their sizes)."""
+        """Bytes of the checkpoint's safetensors files (their tensors and small JSON headers)."""
         return sum(path.stat().st_size for path in set(self.files.values()) if path.is_file())
 
     def map_model(self, model: Any) -> None:
@@ -325,8 +326,18 @@ def stream_initializers(ir_model: Any, module: Any, checkpoint: CheckpointWeight
 
 
 def checkpoint_shape(checkpoint: CheckpointWeights, key: str) -> list[int]:
-    """The shape the checkpoint's header gives tensor `key` (nothing is read)."""
-    return list(checkpoint._handle(checkpoint.files[key]).get_slice(key).get_shape())
+    """The shape the checkpoint's header gives tensor `key` (nothing is read); a shard that does not hold the
+    tensor its index names is a `CheckpointError`."""
+    path = checkpoint.files[key]
+    try:
+        return list(checkpoint._handle(path).get_slice(key).get_shape())
+    except CheckpointError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(
+            f"{path} does not hold tensor {key!r}, which {checkpoint.folder / _INDEX} places there "
+            f"({type(exc).__name__}); download or save the checkpoint again"
+        ) from None
 
 
 def _reader(checkpoint: CheckpointWeights, key: str, parameter: Any, name: str, forced: bool) -> Any:
