@@ -196,6 +196,84 @@ def test_a_merge_with_its_branches_swapped_fails_validation(
     assert not parity.passed
 
 
+def _tiny_decoders(folder: Path) -> tuple[Path, Path]:
+    """Two hand-written decoder graphs: the first step's nodes out of order (as onnxruntime's float16 converter
+    leaves them), one weight under two names, a cross-attention weight the later step lacks."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "first_weight")
+    bias = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "bias")
+    cross = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "cross_weight")
+
+    def value(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 4])
+
+    first = helper.make_graph(
+        [
+            helper.make_node("Add", ["hidden", "bias"], ["logits"]),
+            helper.make_node("MatMul", ["input_ids", "first_weight"], ["hidden"]),
+            helper.make_node("MatMul", ["encoder_hidden_states", "cross_weight"], ["present.0.encoder.key"]),
+            helper.make_node("Relu", ["input_ids"], ["present.0.decoder.key"]),
+        ],
+        "first",
+        [value("input_ids"), value("encoder_hidden_states")],
+        [value("logits"), value("present.0.decoder.key"), value("present.0.encoder.key")],
+        [weight, bias, cross],
+    )
+    renamed = numpy_helper.from_array(numpy_helper.to_array(weight), "val_7")
+    later = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input_ids", "val_7"], ["hidden"]),
+            helper.make_node("Mul", ["hidden", "past_key_values.0.encoder.key"], ["mixed"]),
+            helper.make_node("Add", ["mixed", "bias"], ["logits"]),
+            helper.make_node("Add", ["input_ids", "past_key_values.0.decoder.key"], ["present.0.decoder.key"]),
+        ],
+        "later",
+        [value("input_ids"), value("past_key_values.0.decoder.key"), value("past_key_values.0.encoder.key")],
+        [value("logits"), value("present.0.decoder.key")],
+        [renamed, bias],
+    )
+    paths = folder / DECODER_FILE, folder / DECODER_WITH_PAST_FILE
+    for graph, path in zip((first, later), paths, strict=True):
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return paths
+
+
+def test_merge_shares_weights_by_content_and_runs_each_graph(tmp_path: Path) -> None:
+    from exporter_onnx.merge import merge_decoders
+    from exporter_onnx.runtime import MergedDecoderStep, OnnxRuntimeRunner
+
+    first_path, later_path = _tiny_decoders(tmp_path)
+    first, later = OnnxRuntimeRunner(first_path), OnnxRuntimeRunner(later_path)
+    info = merge_decoders(first_path, later_path, tmp_path / MERGED_FILE)
+    assert not first_path.exists() and not later_path.exists(), "the two sources are replaced by the merged file"
+    assert (info.shared_initializers, info.renamed_initializers, info.branch_initializers) == (2, 1, (0, 1))
+    assert info.passed_through == ["present.0.encoder.key"]
+    assert info.weight_bytes == info.source_weight_bytes - (16 + 4) * 4, "the weight and bias once"
+
+    merged = OnnxRuntimeRunner(tmp_path / MERGED_FILE)
+    rng = np.random.default_rng(6)
+    ids, hidden = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2))
+    step = MergedDecoderStep(merged, use_cache=False)
+    assert step.input_names == ["input_ids", "encoder_hidden_states"]
+    expected, got = (
+        first({"input_ids": ids, "encoder_hidden_states": hidden}),
+        step({"input_ids": ids, "encoder_hidden_states": hidden}),
+    )
+    assert all(np.array_equal(got[name], expected[name]) for name in expected) and set(got) == set(expected)
+    past = {
+        "past_key_values.0.decoder.key": ids * 2,
+        "past_key_values.0.encoder.key": expected["present.0.encoder.key"],
+    }
+    step = MergedDecoderStep(merged, use_cache=True)
+    assert step.input_names == ["input_ids", "past_key_values.0.decoder.key", "past_key_values.0.encoder.key"]
+    expected, got = later({"input_ids": ids, **past}), step({"input_ids": ids, **past})
+    assert all(np.array_equal(got[name], expected[name]) for name in expected)
+    assert np.array_equal(got["present.0.encoder.key"], past["past_key_values.0.encoder.key"])
+
+
 # -- matrix tier: the other families' decoders merged ------------------------------------------------------------------
 @pytest.mark.exporter_matrix
 @pytest.mark.parametrize(("model_type", "feature"), [("t5", FEATURE), ("whisper", "speech2seq-lm-with-past")])
@@ -222,3 +300,15 @@ def test_other_families_merge(
     assert isinstance(generator.decoder_with_past, MergedDecoderStep) and generator.decoder_with_past.use_cache
     assert "encoder_hidden_states" in generator.decoder.input_names
     assert "encoder_hidden_states" not in generator.decoder_with_past.input_names
+
+
+@pytest.mark.exporter_matrix
+@pytest.mark.parametrize("options", [{"optimize": "O2"}, {"dtype": "fp16"}, {"quantize": "int8"}])
+def test_variants_are_merged_after_they_transform_each_step(
+    options: dict[str, Any], bart_exports: dict[str, Any], tmp_path: Path
+) -> None:
+    report = _export(bart_exports["checkpoint"], tmp_path / "out", **options)
+    assert report.passed, report.failures
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".onnx") == [MERGED_FILE, ENCODER_FILE]
+    assert all(check.passed for check in report.checks), [c.detail for c in report.checks if not c.passed]
+    assert {p.artifact for p in report.parts if not p.part.startswith("encoder")} == {MERGED_FILE}

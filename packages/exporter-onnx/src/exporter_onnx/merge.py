@@ -126,18 +126,16 @@ def _rename_references(graph: onnx.GraphProto, renamed: Mapping[str, str]) -> No
         output.name = renamed.get(output.name, output.name)
 
 
-def _digest(tensor: onnx.TensorProto) -> tuple[int, tuple[int, ...], str]:
-    """(element type, shape, SHA-256 of the values): equal for equal content, whatever the tensor's name."""
+#: What makes two tensors one: (element type, shape, SHA-256 of the values), whatever their names.
+_Content = tuple[int, tuple[int, ...], str]
+
+
+def _content(tensor: onnx.TensorProto) -> tuple[_Content, int]:
+    """(the tensor's `_Content`, its size in bytes)."""
     from onnx import numpy_helper
 
     values = numpy_helper.to_array(tensor)
-    return tensor.data_type, tuple(tensor.dims), hashlib.sha256(values.tobytes()).hexdigest()
-
-
-def _nbytes(tensor: onnx.TensorProto) -> int:
-    from onnx import numpy_helper
-
-    return int(numpy_helper.to_array(tensor).nbytes)
+    return (tensor.data_type, tuple(tensor.dims), hashlib.sha256(values.tobytes()).hexdigest()), int(values.nbytes)
 
 
 @dataclass
@@ -246,8 +244,45 @@ def _branch(
         declared.name = value
         branch_outputs.append(declared)
     return helper.make_graph(
-        nodes, prefix.rstrip("/"), inputs=[], outputs=branch_outputs, initializer=initializers, value_info=value_info
+        _topological(nodes),
+        prefix.rstrip("/"),
+        inputs=[],
+        outputs=branch_outputs,
+        initializer=initializers,
+        value_info=value_info,
     )
+
+
+def _topological(nodes: Sequence[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """`nodes` in an order where each comes after the nodes whose outputs it reads (its subgraphs' reads included),
+    otherwise in their given order. onnxruntime's float16 converter appends the casts of graph inputs after the nodes
+    reading them: onnxruntime runs such a graph, but ``onnx.checker`` refuses a subgraph that is not sorted."""
+    import heapq
+
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
+    readers: dict[int, list[int]] = {}
+    waiting = []
+    for index, node in enumerate(nodes):
+        reads = set(node.input)
+        for subgraph in _subgraphs(node):
+            reads |= _referenced(subgraph)
+        needs = {producer[name] for name in reads if name in producer and producer[name] != index}
+        for needed in needs:
+            readers.setdefault(needed, []).append(index)
+        waiting.append(len(needs))
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for reader in readers.get(index, []):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    if len(order) != len(nodes):
+        raise ExportError("a decoder graph has a cycle; it cannot be merged (use --no-merge)")
+    return [nodes[index] for index in order]
 
 
 def _switch_node(
@@ -266,6 +301,16 @@ def _switch_node(
     )
 
 
+def _domains(graph: onnx.GraphProto) -> set[str]:
+    """Operator domains the nodes of `graph` and of its subgraphs use."""
+    used = set()
+    for node in graph.node:
+        used.add("" if node.domain == "ai.onnx" else node.domain)
+        for subgraph in _subgraphs(node):
+            used |= _domains(subgraph)
+    return used
+
+
 def _opsets(no_past: onnx.ModelProto, with_past: onnx.ModelProto) -> list[onnx.OperatorSetIdProto]:
     from onnx import helper
 
@@ -278,6 +323,12 @@ def _opsets(no_past: onnx.ModelProto, with_past: onnx.ModelProto) -> list[onnx.O
                     f"the two decoder graphs import different versions of opset domain {domain or 'ai.onnx'!r} "
                     f"({versions[domain]} and {opset.version}); export them with one --opset, or use --no-merge"
                 )
+    # onnxruntime's transformer optimizer writes its com.microsoft nodes without importing the domain (onnxruntime
+    # runs them; onnx.checker refuses them): a domain used but not imported is imported at version 1, the version of
+    # every onnxruntime contrib operator.
+    for model in (no_past, with_past):
+        for domain in _domains(model.graph) - set(versions):
+            versions[domain] = 1
     return [helper.make_opsetid(domain, version) for domain, version in versions.items()]
 
 
@@ -380,10 +431,12 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, path: Path, *, remo
 
     # -- weights: one top-level initializer per content both graphs hold ---------------------------------------
     weights = {source.prefix: source.weights() for source in (no_past, with_past)}
-    digests = {prefix: {name: _digest(t) for name, t in tensors.items()} for prefix, tensors in weights.items()}
+    contents = {prefix: {name: _content(t) for name, t in tensors.items()} for prefix, tensors in weights.items()}
+    digests = {prefix: {name: c for name, (c, _) in named.items()} for prefix, named in contents.items()}
+    sizes = {prefix: {name: n for name, (_, n) in named.items()} for prefix, named in contents.items()}
     in_no_past = set(digests[_NO_PAST_PREFIX].values())
     in_both = in_no_past & set(digests[_WITH_PAST_PREFIX].values())
-    top_names: dict[Any, str] = {}
+    top_names: dict[_Content, str] = {}
     # A name both graphs give the same content keeps it; other shared contents take the first step's first name.
     for name, digest in digests[_NO_PAST_PREFIX].items():
         if digest in in_both and digests[_WITH_PAST_PREFIX].get(name) == digest:
@@ -427,9 +480,9 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, path: Path, *, remo
         producer_version=no_past.model.producer_version,
     )
     model.ir_version = max(no_past.model.ir_version, with_past.model.ir_version)
-    source_bytes = sum(_nbytes(t) for tensors in weights.values() for t in tensors.values())
-    merged_bytes = sum(_nbytes(t) for t in shared_tensors) + sum(
-        _nbytes(weights[prefix][n]) for prefix in local for n in local[prefix]
+    source_bytes = sum(n for named in sizes.values() for n in named.values())
+    merged_bytes = sum(sizes[_NO_PAST_PREFIX][name] for name in top_names.values()) + sum(
+        sizes[prefix][name] for prefix in local for name in local[prefix]
     )
     info = MergeInfo(
         path=path,
