@@ -235,16 +235,14 @@ class OnnxBackend(Backend):
         if weights is not None:
             weights.close()  # validation reads the checkpoint through the model's own memory map
         metadata: dict[str, Any] = {}
-        parts = self._merged_parts(request, written, metadata) if options["merge"] else {}
+        sessions = {name: runner_options(info if not variant.active else None) for name, info in infos.items()}
+        parts = self._merged_parts(request, written, metadata, sessions) if options["merge"] else {}
         for part in plan.parts:
             if part.name not in parts:
                 parts[part.name] = ExportedPart(
                     name=part.name,
                     artifact=written[part.name],
-                    runner=OnnxRuntimeRunner(
-                        request.staging / written[part.name],
-                        **runner_options(infos[part.name] if not variant.active else None),
-                    ),
+                    runner=OnnxRuntimeRunner(request.staging / written[part.name], **sessions[part.name]),
                 )
             parts[part.name].export_inputs = dict(infos[part.name].input_shapes)
             parts[part.name].tolerance = variant.tolerance()
@@ -269,10 +267,14 @@ class OnnxBackend(Backend):
 
     @staticmethod
     def _merged_parts(
-        request: ExportRequest, written: Mapping[str, str], metadata: dict[str, Any]
+        request: ExportRequest,
+        written: Mapping[str, str],
+        metadata: dict[str, Any],
+        sessions: Mapping[str, Mapping[str, Any]],
     ) -> dict[str, ExportedPart]:
         """Merge the plan's two decoder steps, if it has them, into one file; return the parts it now serves, each
-        run through its branch (so every scenario and check of both parts runs the merged file)."""
+        run through its branch (so every scenario and check of both parts runs the merged file). `sessions`: the
+        `OnnxRuntimeRunner` settings of each part (a streamed export's keep the weights memory-mapped)."""
         from exporter_onnx.merge import decoder_pair, merge_decoders, merged_artifact_name
         from exporter_onnx.runtime import MergedDecoderStep, OnnxRuntimeRunner
 
@@ -287,7 +289,7 @@ class OnnxBackend(Backend):
                 request.staging / written[with_past.name],
                 request.staging / artifact,
             )
-        runner = OnnxRuntimeRunner(info.path)
+        runner = OnnxRuntimeRunner(info.path, **sessions.get(no_past.name, {}))
         metadata["merged"] = {"file": artifact, "parts": [no_past.name, with_past.name], **info.metadata()}
         return {
             part.name: ExportedPart(
