@@ -36,6 +36,7 @@ __all__ = [
     "read_config",
     "read_model_type",
     "resolve_checkpoint",
+    "stored_float_dtype",
 ]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -140,7 +141,13 @@ def load_model(
     """Load the checkpoint in `folder` with the class of `feature`, in eval mode.
 
     `loading_info`, when given, receives Transformers' loading report (missing, unexpected, mismatched keys).
+    The weights are loaded in float32 whatever dtype the checkpoint stores (Transformers 5 would otherwise keep a
+    bfloat16 or float16 checkpoint's dtype, which the export's float32 inputs and caches do not match); widening is
+    exact, and a backend chooses the exported dtype from `checkpoint_dtype`. Pass ``dtype`` to load otherwise.
     """
+    import torch
+
+    kwargs.setdefault("dtype", torch.float32)
     cls = model_class_for(feature, config_cls)
     try:
         model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, **kwargs)
@@ -343,6 +350,20 @@ def _index_shards(index: Path) -> list[str]:
     return shards
 
 
+_TORCH_DTYPE_NAMES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+
+
+def stored_float_dtype(declared: dict[str, dict[str, Any]]) -> str | None:
+    """The floating dtype holding most of the checkpoint's weight bytes (`check_checkpoint_files`' tensors)."""
+    totals: dict[str, int] = {}
+    for entry in declared.values():
+        name = _TORCH_DTYPE_NAMES.get(entry.get("dtype", ""))
+        if name is not None:
+            begin, end = entry.get("data_offsets", (0, 0))
+            totals[name] = totals.get(name, 0) + int(end) - int(begin)
+    return max(totals, key=lambda name: totals[name]) if totals else None
+
+
 def check_checkpoint_files(folder: Path) -> dict[str, dict[str, Any]]:
     """Check the weight files Transformers will read (sizes, headers, shards); return the safetensors tensors
     declared ({name: entry}). Raises `CheckpointError` naming the file and the problem."""
@@ -400,6 +421,9 @@ class LoadedModel:
     random_weights: list[str] = field(default_factory=list)
     #: Weights holding NaN or Inf (only when allowed).
     nonfinite: list[str] = field(default_factory=list)
+    #: The floating dtype the checkpoint stores most of its weights in ("float32", "float16", "bfloat16"); None
+    #: when the files do not say (a PyTorch pickle). The model itself is loaded in float32.
+    checkpoint_dtype: str | None = None
 
 
 def _mismatch_message(folder: Path, feature: str, config_cls: type | None) -> str:
@@ -451,7 +475,7 @@ def load_model_checked(
         raise CheckpointError(
             f"{_weights_file(folder)} cannot be loaded ({type(exc).__name__}: {text[:300]}); {_REDOWNLOAD}"
         ) from None
-    loaded = LoadedModel(model)
+    loaded = LoadedModel(model, checkpoint_dtype=stored_float_dtype(declared))
     missing = sorted(str(k) for k in info.get("missing_keys") or [])
     if missing:
         if not allow_random_head:

@@ -125,6 +125,9 @@ class ExportPlan:
     model: Any
     parts: list[PlanPart]
     checks: list[PlanCheck] = field(default_factory=list)
+    #: The floating dtype the checkpoint stores its weights in ("float16", "bfloat16", ...; None: unknown). The
+    #: model is loaded in float32 whatever it is; a backend may export in this dtype (`loading.LoadedModel`).
+    checkpoint_dtype: str | None = None
     #: Attention implementation every part is captured with (None keeps the model's own).
     attn_implementation: str | None = None
     #: Why a static-shape trace (TorchScript, Neuron) cannot serve this plan; None when it can. Filled from the

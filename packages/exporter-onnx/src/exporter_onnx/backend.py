@@ -197,11 +197,11 @@ class OnnxBackend(Backend):
         from exporter_onnx.convert import DYNAMO_MIN_OPSET, export_onnx
         from exporter_onnx.runtime import OnnxRuntimeRunner
         from exporter_onnx.streaming import choose_streaming, runner_options
-        from exporter_onnx.variants import check_variant_options
+        from exporter_onnx.variants import check_variant_options, with_checkpoint_dtype
 
         options = self.check_options(request.options)
-        variant = check_variant_options(options)
         plan = request.plan
+        variant, dtype_reason = with_checkpoint_dtype(check_variant_options(options), plan.checkpoint_dtype)
         written = {}
         infos = {}
         variants: dict[str, dict[str, Any]] = {}
@@ -235,6 +235,11 @@ class OnnxBackend(Backend):
         if weights is not None:
             weights.close()  # validation reads the checkpoint through the model's own memory map
         metadata: dict[str, Any] = {}
+        if plan.checkpoint_dtype is not None:
+            exported_dtype = variant.dtype or "fp32"
+            metadata["dtype"] = {"checkpoint": plan.checkpoint_dtype, "exported": exported_dtype}
+            if dtype_reason:
+                metadata["dtype"]["reason"] = dtype_reason
         sessions = {name: runner_options(info if not variant.active else None) for name, info in infos.items()}
         parts = self._merged_parts(request, written, metadata, sessions) if options["merge"] else {}
         for part in plan.parts:

@@ -53,6 +53,7 @@ the numbers) and by task-level checks (`exporter_validate.task_checks`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -82,6 +83,7 @@ __all__ = [
     "bf16_refusal",
     "check_variant_options",
     "optimizer_refusal",
+    "with_checkpoint_dtype",
 ]
 
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
@@ -718,3 +720,32 @@ def apply_variant(
     facts["tolerance"] = tolerance.to_dict() if tolerance is not None else "the architecture's (fp32 arithmetic)"
     facts["tools"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
     return facts
+
+
+def with_checkpoint_dtype(variant: VariantOptions, checkpoint_dtype: str | None) -> tuple[VariantOptions, str | None]:
+    """The variant to export when the user chose no ``--dtype``: the checkpoint's dtype where onnxruntime's CPU can
+    run it, else float32; with the reason to log (None when the checkpoint is float32 or the choice was the
+    user's). A float16 checkpoint gives the fp16 variant (validated with its stated tolerance and task checks); a
+    bfloat16 one gives float32, which holds every bfloat16 value exactly. With ``--quantize`` the weights are
+    quantized from float32 whatever the checkpoint holds."""
+    if variant.dtype is not None or variant.quantize or checkpoint_dtype in (None, "float32"):
+        return variant, None
+    if checkpoint_dtype == "float16" or (checkpoint_dtype == "bfloat16" and bf16_refusal() is None):
+        dtype = "fp16" if checkpoint_dtype == "float16" else "bf16"
+        return dataclasses.replace(variant, dtype=dtype), (
+            f"the checkpoint stores {checkpoint_dtype} weights: exported as {dtype} (inputs and outputs float32); "
+            f"pass {option_hint('dtype', 'fp32')} for a float32 graph"
+        )
+    if checkpoint_dtype == "bfloat16":
+        return variant, (
+            "the checkpoint stores bfloat16 weights: exported as fp32, which holds every bfloat16 value exactly "
+            f"(onnxruntime {_ort_version()} cannot run bfloat16 on the CPU); pass {option_hint('dtype', 'fp16')} "
+            "for half the size"
+        )
+    return variant, f"the checkpoint stores {checkpoint_dtype} weights: exported as fp32 (the model ran in float32)"
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return str(ort.__version__)

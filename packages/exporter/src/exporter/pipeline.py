@@ -279,6 +279,7 @@ def run_export(
         with stage("plan"):
             config = config_cls.for_feature(torch_model.config, feature)
             plan = config.export_plan(torch_model, processor)
+            plan.checkpoint_dtype = loaded.checkpoint_dtype
         backend = backend_cls()
         try:
             with StagedOutput(destination, log=emit) as staged:
@@ -365,6 +366,9 @@ def _export_and_validate(
     )
     with stage(f"export ({backend_name})"):
         result = backend.export(request)
+    dtype = result.metadata.get("dtype")
+    if isinstance(dtype, dict) and dtype.get("reason"):
+        emit(f"\t-[!] {dtype['reason']}")
     _check_parts(backend_name, plan.parts, result.parts)
     parts = []
     for exported in result.parts:
