@@ -82,7 +82,7 @@ def test_a_bfloat16_checkpoint_exports_fp32_and_says_so(tiny_checkpoint: Callabl
     assert "variant" not in report.metadata
 
 
-def test_a_float16_checkpoint_exports_fp16_unless_asked(tiny_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_float16_checkpoint_exports_fp16(tiny_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
     from onnx import TensorProto
 
     checkpoint = _recast(tiny_checkpoint("llama", "causal-lm", with_tokenizer=True), tmp_path / "fp16", "float16")
@@ -97,6 +97,3 @@ def test_a_float16_checkpoint_exports_fp16_unless_asked(tiny_checkpoint: Callabl
     assert any(check.name.startswith("task check") and check.passed for check in report.checks)
     assert TensorProto.FLOAT16 in _initializer_types(tmp_path / "half" / "model.onnx")
     assert any("exported as fp16" in line for line in lines)
-    full, _ = _export(checkpoint, tmp_path / "full", dtype="fp32")
-    assert full.passed and full.metadata["dtype"] == {"checkpoint": "float16", "exported": "fp32"}
-    assert TensorProto.FLOAT16 not in _initializer_types(tmp_path / "full" / "model.onnx")
