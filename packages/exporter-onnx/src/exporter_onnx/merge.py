@@ -365,7 +365,13 @@ def _output_value(name: str, no_past: onnx.ValueInfoProto, with_past: onnx.Value
     value.CopyFrom(with_past)
     value.name = name
     dims = value.type.tensor_type.shape.dim
-    for dim, other in zip(dims, no_past.type.tensor_type.shape.dim, strict=True):
+    others = no_past.type.tensor_type.shape.dim
+    if len(dims) != len(others):
+        raise ExportError(
+            f"output {name!r} has rank {len(others)} in the first decoder step but {len(dims)} in the step with "
+            "past; use --no-merge"
+        )
+    for dim, other in zip(dims, others, strict=True):
         if dim.HasField("dim_value") and other.HasField("dim_value") and dim.dim_value != other.dim_value:
             dim.Clear()  # (a size the two steps disagree on: left unnamed)
     return value
@@ -496,7 +502,13 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, path: Path, *, remo
     del no_past, with_past, weights
     save_with_external_data(model, path)
     del model
-    onnx.checker.check_model(str(path))
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        path.unlink(missing_ok=True)
+        Path(f"{path}.data").unlink(missing_ok=True)
+        raise ExportError(f"the merged decoder is not a valid ONNX model ({first}); use --no-merge") from None
     if remove_sources:
         for source_file in {no_past_path, with_past_path, *sources_external}:
             if source_file.resolve() != path.resolve() and source_file.is_file():
