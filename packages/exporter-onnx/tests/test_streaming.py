@@ -224,3 +224,23 @@ def test_a_checkpoint_tensor_is_read_in_the_captured_dtype_and_checked(tmp_path:
     assert tensor.dtype == ir.DataType.FLOAT and tensor.numpy().tobytes() == loaded.numpy().tobytes()
     with pytest.raises(CheckpointError, match=r"checkpoint tensor 'w' \(model.safetensors\) differs from the loaded"):
         _reader(checkpoint, "w", loaded + 1, "model.w", forced=True)()
+
+
+def test_checkpoint_equality_is_bit_for_bit_nan_included() -> None:
+    import torch
+
+    from exporter_onnx.streaming import _same_bits
+
+    weights = torch.tensor([1.0, float("nan"), -0.0])
+    assert _same_bits(weights, weights.clone()) and not torch.equal(weights, weights.clone())
+    assert not _same_bits(weights, torch.tensor([1.0, float("nan"), 0.0]))  # -0.0 is not 0.0 bit for bit
+    assert _same_bits(weights.to(torch.bfloat16), weights.to(torch.bfloat16))
+    assert not _same_bits(weights, weights.to(torch.float64))
+
+
+def test_turning_streaming_off_is_spelled_as_its_flag() -> None:
+    from exporter_core.errors import option_hint, spelling_flags
+
+    with spelling_flags():
+        assert option_hint("stream_weights", False) == "--no-stream-weights"
+    assert option_hint("stream_weights", False) == "stream_weights=False"

@@ -75,9 +75,12 @@ def spelling_flags() -> Iterator[None]:
 
 
 def option_hint(name: str, value: object = None) -> str:
-    """An option as the caller writes it: ``--opset 14`` on the command line, ``opset=14`` from Python."""
+    """An option as the caller writes it: ``--opset 14`` on the command line, ``opset=14`` from Python; a flag
+    turned off is ``--no-<flag>`` there."""
     if _FLAGS.get():
         flag = "--" + name.replace("_", "-")
+        if value is False:
+            return "--no-" + name.replace("_", "-")
         return flag if value is None or value is True else f"{flag} {value}"
     return name if value is None else f"{name}={value!r}"
 

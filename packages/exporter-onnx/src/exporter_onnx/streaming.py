@@ -353,9 +353,7 @@ def _reader(checkpoint: CheckpointWeights, key: str, parameter: Any, name: str, 
         if tensor.dtype != parameter.dtype:
             tensor = tensor.to(parameter.dtype)
         if not checked:
-            import torch
-
-            if parameter.device.type != "meta" and not torch.equal(tensor, parameter.detach()):
+            if parameter.device.type != "meta" and not _same_bits(tensor, parameter.detach()):
                 reason = (
                     f"checkpoint tensor {key!r} ({checkpoint.files[key].name}) differs from the loaded model's "
                     f"{name} (converted while loading, or changed since)"
@@ -378,3 +376,15 @@ def runner_options(info: Any) -> dict[str, Any]:
         return {}
     config, disabled = LOW_MEMORY_SESSION
     return {"session_config": dict(config), "disabled_optimizers": disabled}
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when both tensors hold the same values bit for bit (NaN equal to the same NaN, unlike `torch.equal`)."""
+    import torch
+
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point() and a.element_size() in (2, 4, 8):
+        as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+        return torch.equal(a.contiguous().view(as_int), b.contiguous().view(as_int))
+    return torch.equal(a, b)
