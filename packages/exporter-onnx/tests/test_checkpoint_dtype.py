@@ -97,3 +97,37 @@ def test_a_float16_checkpoint_exports_fp16(tiny_checkpoint: Callable[..., Path],
     assert any(check.name.startswith("task check") and check.passed for check in report.checks)
     assert TensorProto.FLOAT16 in _initializer_types(tmp_path / "half" / "model.onnx")
     assert any("exported as fp16" in line for line in lines)
+
+
+def test_a_large_float16_checkpoint_stays_fp32() -> None:
+    # The fp16 converter holds the whole graph in memory (protobuf's 2 GB limit): not chosen for large models.
+    from exporter_onnx.variants import AUTO_FP16_MAX_BYTES
+
+    variant, reason = with_checkpoint_dtype(VariantOptions(), "float16", AUTO_FP16_MAX_BYTES + 1)
+    assert variant.dtype is None and reason is not None and "exported as fp32" in reason
+    assert with_checkpoint_dtype(VariantOptions(), "float16", AUTO_FP16_MAX_BYTES - 1)[0].dtype == "fp16"
+    _, reason = with_checkpoint_dtype(VariantOptions(), "float64")
+    assert reason is not None and "rounded to float32" in reason
+
+
+def test_int4_leaves_gathers_that_are_not_embedding_tables() -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporter_onnx.variants import _gathers_not_over_tables
+
+    initializers = [
+        numpy_helper.from_array(np.zeros((10, 8), np.float32), "table"),
+        numpy_helper.from_array(np.arange(4, dtype=np.int64), "positions"),
+        numpy_helper.from_array(np.zeros(6, np.float32), "vector"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["a"], name="embed"),
+        helper.make_node("Gather", ["positions", "ids"], ["b"], name="lookup"),
+        helper.make_node("Gather", ["vector", "ids"], ["c"], name="scalar"),
+        helper.make_node("Gather", ["a", "ids"], ["d"], name="dynamic"),
+    ]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [2])
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "abcd"]
+    model = helper.make_model(helper.make_graph(nodes, "g", [ids], outputs, initializers))
+    assert _gathers_not_over_tables(model) == ["lookup", "scalar", "dynamic"]

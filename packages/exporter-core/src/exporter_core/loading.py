@@ -142,8 +142,9 @@ def load_model(
 
     `loading_info`, when given, receives Transformers' loading report (missing, unexpected, mismatched keys).
     The weights are loaded in float32 whatever dtype the checkpoint stores (Transformers 5 would otherwise keep a
-    bfloat16 or float16 checkpoint's dtype, which the export's float32 inputs and caches do not match); widening is
-    exact, and a backend chooses the exported dtype from `checkpoint_dtype`. Pass ``dtype`` to load otherwise.
+    bfloat16 or float16 checkpoint's dtype, which the export's float32 inputs and caches do not match); widening
+    half precision is exact (a float64 checkpoint is rounded), and a backend chooses the exported dtype from
+    `checkpoint_dtype`. Pass ``dtype`` to load otherwise.
     """
     import torch
 

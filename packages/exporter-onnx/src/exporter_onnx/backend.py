@@ -201,7 +201,9 @@ class OnnxBackend(Backend):
 
         options = self.check_options(request.options)
         plan = request.plan
-        variant, dtype_reason = with_checkpoint_dtype(check_variant_options(options), plan.checkpoint_dtype)
+        parameters = getattr(plan.model, "parameters", None)
+        fp32_bytes = 4 * sum(p.numel() for p in parameters()) if plan.checkpoint_dtype and parameters else 0
+        variant, dtype_reason = with_checkpoint_dtype(check_variant_options(options), plan.checkpoint_dtype, fp32_bytes)
         written = {}
         infos = {}
         variants: dict[str, dict[str, Any]] = {}
@@ -236,7 +238,7 @@ class OnnxBackend(Backend):
             weights.close()  # validation reads the checkpoint through the model's own memory map
         metadata: dict[str, Any] = {}
         if plan.checkpoint_dtype is not None:
-            exported_dtype = variant.dtype or "fp32"
+            exported_dtype = variant.quantize or variant.dtype or "fp32"
             metadata["dtype"] = {"checkpoint": plan.checkpoint_dtype, "exported": exported_dtype}
             if dtype_reason:
                 metadata["dtype"]["reason"] = dtype_reason

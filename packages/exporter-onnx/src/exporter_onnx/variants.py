@@ -72,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.plan import PlanPart
 
 __all__ = [
+    "AUTO_FP16_MAX_BYTES",
     "DEFAULT_BLOCK_SIZE",
     "DEVICES",
     "DTYPES",
@@ -638,6 +639,7 @@ def _quantize_int4(model: onnx.ModelProto, variant: VariantOptions, facts: dict[
             is_symmetric=True,
             op_types_to_quantize=("MatMul", "Gather"),
             quant_axes=(("MatMul", 0), ("Gather", 1)),
+            nodes_to_exclude=_gathers_not_over_tables(model),
         )
         quantizer.process()
     quantized = quantizer.model.model
@@ -655,6 +657,17 @@ def _quantize_int4(model: onnx.ModelProto, variant: VariantOptions, facts: dict[
         "quantized_tables": _count(quantized, ("GatherBlockQuantized",)),
     }
     return quantized
+
+
+def _gathers_not_over_tables(model: onnx.ModelProto) -> list[str]:
+    """Gather nodes whose data is not a float initializer of rank 2 or more (index lists, shape lookups): the
+    int4 quantizer would take them for embedding tables and fail on rank 1 or quantize integers."""
+    from onnx import TensorProto
+
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    tables = {t.name for t in model.graph.initializer if t.data_type in floats and len(t.dims) >= 2}
+    # Unnamed nodes cannot be excluded by name (and an empty name would exclude every unnamed node).
+    return [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] not in tables and n.name]
 
 
 def _count(model: onnx.ModelProto, op_types: tuple[str, ...]) -> int:
@@ -722,19 +735,33 @@ def apply_variant(
     return facts
 
 
-def with_checkpoint_dtype(variant: VariantOptions, checkpoint_dtype: str | None) -> tuple[VariantOptions, str | None]:
+#: Largest float32 graph (bytes of weights) the fp16 variant is chosen for without ``--dtype``: the float16
+#: converter holds the whole graph in memory and serialises it (protobuf's 2 GB limit), which would undo streamed
+#: weights (`exporter_onnx.streaming`, from 1 GiB) and fail beyond 2 GB.
+AUTO_FP16_MAX_BYTES = 1 << 30
+
+
+def with_checkpoint_dtype(
+    variant: VariantOptions, checkpoint_dtype: str | None, fp32_bytes: int = 0
+) -> tuple[VariantOptions, str | None]:
     """The variant to export when the user chose no ``--dtype``: the checkpoint's dtype where onnxruntime's CPU can
     run it, else float32; with the reason to log (None when the checkpoint is float32 or the choice was the
-    user's). A float16 checkpoint gives the fp16 variant (validated with its stated tolerance and task checks); a
-    bfloat16 one gives float32, which holds every bfloat16 value exactly. With ``--quantize`` the weights are
-    quantized from float32 whatever the checkpoint holds."""
+    user's). A float16 checkpoint whose float32 weights (`fp32_bytes`) stay under `AUTO_FP16_MAX_BYTES` gives the
+    fp16 variant (validated with its stated tolerance and task checks); a larger one, and a bfloat16 one, give
+    float32, which holds every float16 and bfloat16 value exactly. With ``--quantize`` the weights are quantized
+    from float32 whatever the checkpoint holds."""
     if variant.dtype is not None or variant.quantize or checkpoint_dtype in (None, "float32"):
         return variant, None
-    if checkpoint_dtype == "float16" or (checkpoint_dtype == "bfloat16" and bf16_refusal() is None):
-        dtype = "fp16" if checkpoint_dtype == "float16" else "bf16"
-        return dataclasses.replace(variant, dtype=dtype), (
-            f"the checkpoint stores {checkpoint_dtype} weights: exported as {dtype} (inputs and outputs float32); "
-            f"pass {option_hint('dtype', 'fp32')} for a float32 graph"
+    if checkpoint_dtype == "float16" and fp32_bytes < AUTO_FP16_MAX_BYTES:
+        return dataclasses.replace(variant, dtype="fp16"), (
+            "the checkpoint stores float16 weights: exported as fp16 (inputs and outputs float32); pass "
+            f"{option_hint('dtype', 'fp32')} for a float32 graph"
+        )
+    if checkpoint_dtype == "float16":
+        return variant, (
+            f"the checkpoint stores float16 weights: exported as fp32, which holds every float16 value exactly (the "
+            f"fp16 conversion holds the whole {fp32_bytes / 2**30:.1f} GiB graph in memory); pass "
+            f"{option_hint('dtype', 'fp16')} for half the size on a model under 2 GB"
         )
     if checkpoint_dtype == "bfloat16":
         return variant, (
@@ -742,7 +769,10 @@ def with_checkpoint_dtype(variant: VariantOptions, checkpoint_dtype: str | None)
             f"(onnxruntime {_ort_version()} cannot run bfloat16 on the CPU); pass {option_hint('dtype', 'fp16')} "
             "for half the size"
         )
-    return variant, f"the checkpoint stores {checkpoint_dtype} weights: exported as fp32 (the model ran in float32)"
+    return variant, (
+        f"the checkpoint stores {checkpoint_dtype} weights: exported as fp32 (they were rounded to float32 when "
+        "loaded, and validation compares with that model)"
+    )
 
 
 def _ort_version() -> str:
