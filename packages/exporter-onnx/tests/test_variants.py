@@ -425,7 +425,7 @@ def test_only_a_padding_mask_is_rewritten_for_the_attention_fusion(
 ) -> None:
     import onnxruntime as ort
 
-    from exporter_onnx.variants import _rewrite_padding_masks
+    from exporter_onnx.padding_masks import rewrite_padding_masks as _rewrite_padding_masks
 
     model = _scores_with_mask(build_mask)
     original = model.SerializeToString()
