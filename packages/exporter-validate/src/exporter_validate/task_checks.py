@@ -87,16 +87,25 @@ class _Sample:
     reference: Any
 
 
-def _vectors(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """The output's vectors (its last axis) at the real positions of its leading axes, as float64 rows.
+def _vectors(values: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The output's vectors (its last axis) at the real positions of its leading axes, as float64 rows, and which
+    entries of each row are real.
 
-    `keep` is `compare.real_positions` over the whole output; a vector is kept when its leading position is real
-    (a key at a padded position of a decoder's cache is computed from padding on both sides and means nothing).
+    `keep` is `compare.real_positions` over the whole output. When the last axis is itself a sequence axis
+    (question answering's start and end logits: one score per token) a row is kept when any of its positions is
+    real, and its padded entries are marked unreal (a left-padded row starts with padding); otherwise a vector is
+    kept when its leading position is real (a key at a padded position of a decoder's cache is computed from
+    padding on both sides and means nothing) and all its entries are real.
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 1:
-        return values.reshape(1, -1)
-    return values[keep[..., 0]].reshape(-1, values.shape[-1])
+        return values.reshape(1, -1), np.ones((1, values.shape[0]), dtype=bool)
+    width = values.shape[-1]
+    if np.array_equal(keep, np.broadcast_to(keep[..., :1], keep.shape)):
+        rows = values[keep[..., 0]].reshape(-1, width)
+        return rows, np.ones(rows.shape, dtype=bool)
+    kept = keep.any(axis=-1)
+    return values[kept].reshape(-1, width), keep[kept].reshape(-1, width)
 
 
 def _cosines(reference: np.ndarray, exported: np.ndarray) -> np.ndarray:
@@ -124,10 +133,12 @@ def output_figures(
     if np.shape(reference) != np.shape(exported):
         return {"kind": "shape", "passed": False, "detail": f"shape {np.shape(exported)} != {np.shape(reference)}"}
     keep, _ = real_positions(axes, np.shape(reference), inputs, config)
-    ref = _vectors(reference, keep)
-    out = _vectors(exported, keep)
-    if not np.all(np.isfinite(out)):
+    ref, real = _vectors(reference, keep)
+    out, _ = _vectors(exported, keep)
+    if not np.all(np.isfinite(out[real])):
         return {"kind": "finite", "passed": False, "detail": "the artifact produced NaN or Inf"}
+    # Padded entries of a row (a sequence-wide output) count on neither side.
+    ref, out = np.where(real, ref, 0.0), np.where(real, out, 0.0)
     cosine = _cosines(ref, out)
     figures: dict[str, Any] = {
         "vectors": int(cosine.size),
@@ -135,7 +146,8 @@ def output_figures(
         "mean_cosine": float(cosine.mean()),
     }
     if name.endswith("logits") and ref.shape[-1] > 1:
-        agree = float((np.argmax(ref, axis=-1) == np.argmax(out, axis=-1)).mean())
+        best = [np.argmax(np.where(real, side, -np.inf), axis=-1) for side in (ref, out)]
+        agree = float((best[0] == best[1]).mean())
         passed = thresholds.top1_agreement is None or agree >= thresholds.top1_agreement
         if thresholds.min_logit_cosine is not None:
             passed = passed and float(cosine.min()) >= thresholds.min_logit_cosine
