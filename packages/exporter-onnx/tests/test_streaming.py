@@ -220,10 +220,10 @@ def test_a_checkpoint_tensor_is_read_in_the_captured_dtype_and_checked(tmp_path:
     checkpoint = CheckpointWeights.find(tmp_path)
     assert checkpoint is not None
     loaded = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 4  # the model holds it in float32
-    tensor = _reader(checkpoint, "w", loaded, "model.w", forced=True)()
+    tensor = _reader(checkpoint, "w", loaded, "model.w", True, torch.float32)()
     assert tensor.dtype == ir.DataType.FLOAT and tensor.numpy().tobytes() == loaded.numpy().tobytes()
     with pytest.raises(CheckpointError, match=r"checkpoint tensor 'w' \(model.safetensors\) differs from the loaded"):
-        _reader(checkpoint, "w", loaded + 1, "model.w", forced=True)()
+        _reader(checkpoint, "w", loaded + 1, "model.w", True, torch.float32)()
 
 
 def test_checkpoint_equality_is_bit_for_bit_nan_included() -> None:
@@ -244,3 +244,75 @@ def test_turning_streaming_off_is_spelled_as_its_flag() -> None:
     with spelling_flags():
         assert option_hint("stream_weights", False) == "--no-stream-weights"
     assert option_hint("stream_weights", False) == "stream_weights=False"
+
+
+def test_a_bfloat16_checkpoint_streamed_is_held_as_stored_and_written_as_its_float32_export(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The reference is held in bfloat16 (no float32 copy of the weights), the graph captured in float32: the file
+    holds the initializers of the normal export of the model loaded in float32, and validates."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from exporter.pipeline import run_export
+    from exporter_onnx.backend import OnnxBackend
+
+    folder = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint("llama", FEATURE)), dtype=torch.float32).to(
+        torch.bfloat16
+    ).save_pretrained(str(folder))
+    options = OnnxBackend.check_options({"stream_weights": True})
+    assert OnnxBackend.holds_checkpoint_dtype(options, folder)
+    assert not OnnxBackend.holds_checkpoint_dtype(OnnxBackend.check_options({"stream_weights": False}), folder)
+    assert not OnnxBackend.holds_checkpoint_dtype(OnnxBackend.check_options({}), folder), "under the threshold"
+    lines: list[str] = []
+    report = run_export(
+        "onnx", folder, tmp_path / "out", feature=FEATURE, options={"stream_weights": True}, log=lines.append
+    )
+    assert report.passed and all(check.passed for check in report.checks)
+    dtype = report.metadata["dtype"]
+    assert (
+        dtype["checkpoint"] == "bfloat16" and dtype["exported"] == "fp32" and "module by module" in dtype["reference"]
+    )
+    assert any("bfloat16 weights kept as stored" in line for line in lines)
+    _, plan = _loaded(folder, "llama")  # loaded in float32, as without streaming
+    _assert_same_initializers(tmp_path / "out" / "model.onnx", _normal_export(plan, tmp_path / "normal"))
+
+
+def test_a_streamed_weights_transpose_is_computed_only_when_written() -> None:
+    """onnxscript's optimizer folds ``Transpose(W)`` of any size into a tensor held in memory until the file is
+    written (a 7B Llama's projections: 27 GB); `transpose_lazily` folds it into a lazy initializer instead."""
+    import numpy as np
+    import onnx_ir as ir
+    import onnxscript.optimizer
+
+    from exporter_onnx.streaming import transpose_lazily
+
+    weight = np.random.default_rng(0).normal(size=(96, 512)).astype(np.float32)  # above the folding size limits
+
+    def model() -> Any:
+        x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2, 512]))
+        w = ir.Value(
+            name="w",
+            type=ir.TensorType(ir.DataType.FLOAT),
+            shape=ir.Shape([96, 512]),
+            const_value=ir.LazyTensor(lambda: ir.Tensor(weight), dtype=ir.DataType.FLOAT, shape=ir.Shape([96, 512])),
+        )
+        transpose = ir.node("Transpose", [w], attributes={"perm": [1, 0]})
+        matmul = ir.node("MatMul", [x, transpose.outputs[0]])
+        matmul.outputs[0].name = "y"
+        graph = ir.Graph([x], matmul.outputs, nodes=[transpose, matmul], initializers=[w], opset_imports={"": 18})
+        return ir.Model(graph, ir_version=10)
+
+    plain = model()
+    onnxscript.optimizer.optimize(plain)
+    (held,) = plain.graph.initializers.values()
+    assert not isinstance(held.const_value, ir.LazyTensor), "the optimizer alone holds the transposed weight"
+    lazy = model()
+    assert transpose_lazily(lazy) == 1
+    onnxscript.optimizer.optimize(lazy)
+    assert [n.op_type for n in lazy.graph] == ["MatMul"]
+    (folded,) = lazy.graph.initializers.values()
+    assert isinstance(folded.const_value, ir.LazyTensor) and folded.name == held.name
+    assert np.array_equal(folded.const_value.numpy(), held.const_value.numpy())
+    assert np.array_equal(folded.const_value.numpy(), weight.T)

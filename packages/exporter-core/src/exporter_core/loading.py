@@ -423,8 +423,11 @@ class LoadedModel:
     #: Weights holding NaN or Inf (only when allowed).
     nonfinite: list[str] = field(default_factory=list)
     #: The floating dtype the checkpoint stores most of its weights in ("float32", "float16", "bfloat16"); None
-    #: when the files do not say (a PyTorch pickle). The model itself is loaded in float32.
+    #: when the files do not say (a PyTorch pickle). The model itself is loaded in float32 ...
     checkpoint_dtype: str | None = None
+    #: ... unless it is held in the checkpoint's half precision while computing in float32 (`hold_half`,
+    #: `exporter_core.precision`): that dtype then, else None.
+    held_dtype: str | None = None
 
 
 def _mismatch_message(folder: Path, feature: str, config_cls: type | None) -> str:
@@ -452,16 +455,27 @@ def load_model_checked(
     allow_random_head: bool = False,
     allow_nonfinite: bool = False,
     supported: list[str] | tuple[str, ...] = (),
+    hold_half: bool = False,
 ) -> LoadedModel:
     """`load_model`, refusing what would make the export meaningless: weights that cannot be read or do not fit
     the config (`CheckpointError`), weights the checkpoint lacks (`RandomHeadError`, unless `allow_random_head`),
-    NaN or Inf weights (`NonFiniteWeightsError`, unless `allow_nonfinite`)."""
+    NaN or Inf weights (`NonFiniteWeightsError`, unless `allow_nonfinite`).
+
+    `hold_half` (a backend's `holds_checkpoint_dtype`): a bfloat16 or float16 checkpoint is loaded in its own dtype
+    (memory-mapped, not widened into a float32 copy) and computes in float32 module by module
+    (`exporter_core.precision.compute_in_float32`)."""
+    import torch
+
     from exporter_core.errors import option_hint
+    from exporter_core.precision import HALF_DTYPES, compute_in_float32
 
     declared = check_checkpoint_files(folder)
+    stored = stored_float_dtype(declared)
+    kept = stored if hold_half and stored in HALF_DTYPES else None
     info: dict[str, Any] = {}
     try:
-        model = load_model(folder, feature, config_cls, loading_info=info)
+        dtype = {"dtype": getattr(torch, kept)} if kept else {}
+        model = load_model(folder, feature, config_cls, loading_info=info, **dtype)
     except (UnsupportedFeatureError, MissingDependencyError):
         raise
     except ImportError:
@@ -476,7 +490,9 @@ def load_model_checked(
         raise CheckpointError(
             f"{_weights_file(folder)} cannot be loaded ({type(exc).__name__}: {text[:300]}); {_REDOWNLOAD}"
         ) from None
-    loaded = LoadedModel(model, checkpoint_dtype=stored_float_dtype(declared))
+    if kept:
+        compute_in_float32(model)
+    loaded = LoadedModel(model, checkpoint_dtype=stored, held_dtype=kept)
     missing = sorted(str(k) for k in info.get("missing_keys") or [])
     if missing:
         if not allow_random_head:

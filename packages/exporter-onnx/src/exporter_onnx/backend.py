@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult, refuse_unknown_options
@@ -191,6 +192,19 @@ class OnnxBackend(Backend):
                 f"{f' ({reason})' if reason else ''}; pass {option_hint('opset', lowest)} or higher"
             )
 
+    @classmethod
+    def holds_checkpoint_dtype(cls, options: Mapping[str, Any], folder: Path) -> bool:
+        """True when the weights will be streamed from `folder`'s checkpoint (`streaming_checkpoint`'s rule): the
+        capture then runs on fake float32 weights and the model is only the validation's reference, which a
+        half-precision checkpoint can be without a float32 copy of it."""
+        from exporter_onnx.convert import DYNAMO_MIN_OPSET
+        from exporter_onnx.streaming import streaming_checkpoint
+
+        checkpoint, _ = streaming_checkpoint(
+            options.get("stream_weights"), folder, options.get("engine", "auto"), options.get("opset"), DYNAMO_MIN_OPSET
+        )
+        return checkpoint is not None
+
     def export(self, request: ExportRequest) -> ExportResult:
         """Export every part of the plan to its own file (external data beside it when large); the two decoder
         steps of an encoder-decoder with past then become one file (`exporter_onnx.merge`) unless ``merge`` is off."""
@@ -242,6 +256,8 @@ class OnnxBackend(Backend):
             metadata["dtype"] = {"checkpoint": plan.checkpoint_dtype, "exported": exported_dtype}
             if dtype_reason:
                 metadata["dtype"]["reason"] = dtype_reason
+            if weights is not None and weights.held:
+                metadata["dtype"]["reference"] = f"{weights.held} weights computed in float32 module by module"
         sessions = {name: runner_options(info if not variant.active else None) for name, info in infos.items()}
         parts = self._merged_parts(request, written, metadata, sessions) if options["merge"] else {}
         for part in plan.parts:

@@ -468,10 +468,16 @@ def _export_streamed(
     """Capture `module` on fake weights, give its initializers the checkpoint's tensors, optimise as the engine
     does, and write the file with every weight streamed into external data. Raises `StreamFallback` when a weight
     cannot be streamed (the caller then exports the normal way)."""
-    from exporter_onnx.streaming import StreamFallback, fake_parameters, stream_initializers
+    import torch
 
+    from exporter_core.precision import held_dtype
+    from exporter_onnx.streaming import StreamFallback, fake_parameters, stream_initializers, transpose_lazily
+
+    # A model held in half precision computes in float32 (exporter_core.precision): captured so, its graph is the
+    # float32 model's, and each weight is widened as it is written.
+    float_dtype = torch.float32 if held_dtype(module) is not None else None
     try:
-        with fake_parameters(module):
+        with fake_parameters(module, float_dtype):
             # The optimizer folds constants: it runs once the initializers can be read (lazily, from the checkpoint).
             program = _capture_dynamo(module, dummy, config, opset, optimize=False)
     except Exception as exc:
@@ -479,11 +485,14 @@ def _export_streamed(
             f"capture on fake weights failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         )
         if weights.forced:
-            raise ExportError(f"{reason[:300]}; export without streamed weights") from exc
+            raise ExportError(
+                f"{reason[:300]}; export the weights the normal way ({option_hint('stream_weights', False)})"
+            ) from exc
         raise StreamFallback(reason[:300]) from exc
     streamed = stream_initializers(program.model, module, weights)
     try:
         if optimize:
+            transpose_lazily(program.model)  # what the optimizer would fold, computed only when written
             program.optimize()
         _strip_debug_metadata(program)
         _reorder_erf_gelu(program)

@@ -10,9 +10,10 @@ the 2 GiB protobuf limit the file holds every weight inline, so writing it copie
 2. gives every initializer the capture left fake a lazy value read from the checkpoint's safetensors
    (`CheckpointWeights`: memory-mapped, converted to the captured dtype when the checkpoint's differs), checked
    equal to the loaded module's own tensor the first time it is read;
-3. lets onnxscript's optimizer run as the normal path does (it reads only constants below its size limits), and
-   writes the graph with every initializer in ``<file>.data``, one tensor at a time, through
-   `exporter_onnx.convert.save_with_external_data`.
+3. folds each ``Transpose`` of a weight into a lazy transposed initializer (`transpose_lazily`: onnxscript's
+   optimizer folds those whatever their size and would hold them all in memory), lets the optimizer run as the
+   normal path does (it reads only constants below its size limits), and writes the graph with every
+   initializer in ``<file>.data``, one tensor at a time, through `exporter_onnx.convert.save_with_external_data`.
 
 The written initializers are the normal path's, byte for byte. A parameter the checkpoint does not hold under
 its name (or its tied twin's), or holds with other values than the loaded model's, cannot be streamed: the part
@@ -52,6 +53,8 @@ __all__ = [
     "fake_parameters",
     "runner_options",
     "stream_initializers",
+    "streaming_checkpoint",
+    "transpose_lazily",
 ]
 
 logger = logging.getLogger("exporter")
@@ -104,9 +107,12 @@ class CheckpointWeights:
     names_of: dict[int, list[str]] = field(default_factory=dict)
     #: Why the weights are streamed (for the report).
     reason: str = ""
-    #: True when the caller asked for streaming: a weight that cannot be streamed is then an error, not a
-    #: fallback to the normal path.
+    #: True when the caller asked for streaming, or the model is held in half precision: a weight that cannot be
+    #: streamed is then an error, not a fallback to the normal path.
     forced: bool = False
+    #: The half dtype the loaded model holds its weights in while computing in float32 (`exporter_core.precision`),
+    #: None when it holds them in float32; the graph is captured in float32 either way.
+    held: str | None = None
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -179,20 +185,19 @@ def _strip(name: str, prefix: str) -> str:
     return name[len(prefix) + 1 :] if prefix and name.startswith(prefix + ".") else ""
 
 
-def choose_streaming(
-    option: bool | None, model: Any, engine: str, opset: int | None, dynamo_min_opset: int
+def streaming_checkpoint(
+    option: bool | None, folder: str | Path | None, engine: str, opset: int | None, dynamo_min_opset: int
 ) -> tuple[CheckpointWeights | None, str]:
-    """Whether to stream `model`'s weights, and why (for the log and the report).
+    """Whether to stream the weights of the checkpoint in `folder`, and why (for the log and the report).
 
     The rule when `option` is None: the dynamo engine (the TorchScript-based one writes its own files), a
-    safetensors checkpoint in the folder the model was loaded from, and at least `STREAM_MIN_BYTES` of tensors in
-    it; smaller models keep the normal path (one self-contained file, the suite's reference). True streams
-    whenever it can and refuses when it cannot; False never streams.
+    safetensors checkpoint in `folder`, and at least `STREAM_MIN_BYTES` of tensors in it; smaller models keep the
+    normal path (one self-contained file, the suite's reference). True streams whenever it can and refuses when it
+    cannot; False never streams. Decided from the files alone, before the model is loaded.
     """
     if option is False:
         return None, "not asked (stream_weights off)"
     dynamo = engine == "dynamo" or (engine == "auto" and (opset is None or opset >= dynamo_min_opset))
-    folder = getattr(model, "name_or_path", None)
     checkpoint = CheckpointWeights.find(folder) if folder and Path(str(folder)).is_dir() else None
     why_not = (
         "the TorchScript-based engine writes its own files"
@@ -214,20 +219,46 @@ def choose_streaming(
             None,
             f"checkpoint of {size / 2**20:.0f} MiB, under the {STREAM_MIN_BYTES / 2**30:.0f} GiB streaming threshold",
         )
-    checkpoint.map_model(model)
     checkpoint.forced = bool(option)
     checkpoint.reason = "asked for" if option else f"checkpoint of {size / 2**30:.2f} GiB"
     return checkpoint, checkpoint.reason
 
 
+def choose_streaming(
+    option: bool | None, model: Any, engine: str, opset: int | None, dynamo_min_opset: int
+) -> tuple[CheckpointWeights | None, str]:
+    """`streaming_checkpoint` for the folder `model` was loaded from, mapped to `model`'s parameters.
+
+    A model held in its checkpoint's half precision (`exporter_core.precision`, loaded so because this rule chose
+    to stream) cannot be exported the normal way: its weights must be streamed, as if asked for."""
+    from exporter_core.precision import held_dtype
+
+    checkpoint, reason = streaming_checkpoint(
+        option, getattr(model, "name_or_path", None), engine, opset, dynamo_min_opset
+    )
+    if checkpoint is not None:
+        checkpoint.map_model(model)
+        checkpoint.held = held_dtype(model)
+        checkpoint.forced = checkpoint.forced or checkpoint.held is not None
+    return checkpoint, reason
+
+
 @contextlib.contextmanager
-def fake_parameters(module: Any) -> Iterator[None]:
+def fake_parameters(module: Any, float_dtype: torch.dtype | None = None) -> Iterator[None]:
     """Inside the block every parameter of `module` is a fake tensor of the same shape and dtype (tied parameters
-    stay one); the real ones are put back in ``finally``."""
+    stay one) — of `float_dtype` instead for a floating parameter when given (a model held in half precision is
+    captured in float32); the real ones are put back in ``finally``."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    def fake_of(parameter: torch.Tensor) -> torch.Tensor:
+        if float_dtype is None or not parameter.is_floating_point() or parameter.dtype == float_dtype:
+            return mode.from_tensor(parameter)
+        with mode:
+            return torch.empty(parameter.shape, dtype=float_dtype, device=parameter.device)
+
     fakes: dict[int, torch.nn.Parameter] = {}
     swapped: list[tuple[Any, str, Any]] = []
     try:
@@ -236,7 +267,7 @@ def fake_parameters(module: Any) -> Iterator[None]:
                 if parameter is None:
                     continue
                 if id(parameter) not in fakes:
-                    fakes[id(parameter)] = torch.nn.Parameter(mode.from_tensor(parameter), requires_grad=False)
+                    fakes[id(parameter)] = torch.nn.Parameter(fake_of(parameter), requires_grad=False)
                 swapped.append((submodule, name, parameter))
                 submodule._parameters[name] = fakes[id(parameter)]
         yield
@@ -309,13 +340,14 @@ def stream_initializers(ir_model: Any, module: Any, checkpoint: CheckpointWeight
         )
         if forced:
             raise CheckpointError(
-                f"cannot stream the weights: {reason_text}; export without {option_hint('stream_weights', True)}"
+                f"cannot stream the weights: {reason_text}; export them the normal way "
+                f"({option_hint('stream_weights', False)})"
             )
         raise StreamFallback(reason_text)
     for value, key, parameter in plan:
         fake = value.const_value
         value.const_value = ir.LazyTensor(
-            _reader(checkpoint, key, parameter, value.name, forced),
+            _reader(checkpoint, key, parameter, value.name, forced, fake.raw.dtype),
             dtype=fake.dtype,
             shape=ir.Shape(list(fake.shape)),
             name=value.name,
@@ -323,6 +355,56 @@ def stream_initializers(ir_model: Any, module: Any, checkpoint: CheckpointWeight
         summary.streamed += 1
         summary.streamed_bytes += int(fake.nbytes)
     return summary
+
+
+def transpose_lazily(ir_model: Any) -> int:
+    """Turn each ``Transpose`` of a streamed weight used nowhere else into a lazy initializer holding the transposed
+    weight; return how many.
+
+    onnxscript's optimizer folds such a ``Transpose`` whatever its size (a ``Linear``'s ``x @ W^T``), and the folded
+    tensor is computed at once and held in memory until the file is written: all of a Llama's projection weights,
+    27 GB at 7B in float32. Folded here instead, each transposed weight is computed when it is written, one at a
+    time, under the name the optimizer would give it (the ``Transpose`` output's), so the file is the normal path's.
+    """
+    import numpy as np
+    import onnx_ir as ir
+
+    graph = ir_model.graph
+    folded = 0
+    for node in list(graph):
+        if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+            continue
+        source = node.inputs[0] if node.inputs else None
+        if source is None or not source.is_initializer() or not isinstance(source.const_value, ir.LazyTensor):
+            continue
+        if len(source.uses()) != 1 or source.is_graph_input() or source.is_graph_output():
+            continue
+        lazy = source.const_value
+        rank = len(lazy.shape)
+        perm_attr = node.attributes.get("perm")
+        perm = [int(i) for i in perm_attr.as_ints()] if perm_attr is not None else list(reversed(range(rank)))
+        output = node.outputs[0]
+        if output.is_graph_output():
+            continue
+        name = str(output.name)
+        shape = ir.Shape([lazy.shape[i] for i in perm])
+
+        def transposed(lazy: Any = lazy, perm: list[int] = perm, name: str = name) -> Any:
+            return ir.Tensor(np.ascontiguousarray(np.transpose(lazy.numpy(), perm)), name=name)
+
+        value = ir.Value(
+            name=None,
+            type=ir.TensorType(lazy.dtype),
+            shape=shape,
+            const_value=ir.LazyTensor(transposed, dtype=lazy.dtype, shape=shape, name=name),
+        )
+        output.replace_all_uses_with(value)
+        graph.remove(node, safe=True)
+        graph.initializers.pop(str(source.name))
+        value.name = name
+        graph.register_initializer(value)
+        folded += 1
+    return folded
 
 
 def checkpoint_shape(checkpoint: CheckpointWeights, key: str) -> list[int]:
@@ -340,9 +422,11 @@ def checkpoint_shape(checkpoint: CheckpointWeights, key: str) -> list[int]:
         ) from None
 
 
-def _reader(checkpoint: CheckpointWeights, key: str, parameter: Any, name: str, forced: bool) -> Any:
-    """A function returning checkpoint tensor `key` in `parameter`'s dtype, checked equal to `parameter` (the
-    loaded model's tensor) the first time it runs."""
+def _reader(
+    checkpoint: CheckpointWeights, key: str, parameter: Any, name: str, forced: bool, dtype: torch.dtype
+) -> Any:
+    """A function returning checkpoint tensor `key` in the captured `dtype`, checked equal to `parameter` (the
+    loaded model's tensor, in its own dtype) the first time it runs."""
     checked = False
 
     def read() -> Any:
@@ -360,10 +444,13 @@ def _reader(checkpoint: CheckpointWeights, key: str, parameter: Any, name: str, 
                 )
                 if forced:
                     raise CheckpointError(
-                        f"cannot stream the weights: {reason}; export without {option_hint('stream_weights', True)}"
+                        f"cannot stream the weights: {reason}; export them the normal way "
+                        f"({option_hint('stream_weights', False)})"
                     )
                 raise StreamFallback(reason)
             checked = True
+        if tensor.dtype != dtype:
+            tensor = tensor.to(dtype)  # a model held in half precision, captured in float32: exact
         return TorchTensor(tensor.contiguous(), name)
 
     return read

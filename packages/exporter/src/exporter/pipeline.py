@@ -273,8 +273,14 @@ def run_export(
                 allow_random_head=allow_random_head,
                 allow_nonfinite=allow_nonfinite,
                 supported=supported,
+                hold_half=backend_cls.holds_checkpoint_dtype(backend_options, folder),
             )
             torch_model = loaded.model
+            if loaded.held_dtype:
+                emit(
+                    f"reference model: {loaded.held_dtype} weights kept as stored (memory-mapped), computing in "
+                    "float32 one module at a time"
+                )
             processor = loading.load_preprocessor(folder, preprocessor)
         with stage("plan"):
             config = config_cls.for_feature(torch_model.config, feature)
