@@ -316,3 +316,29 @@ def test_a_streamed_weights_transpose_is_computed_only_when_written() -> None:
     assert isinstance(folded.const_value, ir.LazyTensor) and folded.name == held.name
     assert np.array_equal(folded.const_value.numpy(), held.const_value.numpy())
     assert np.array_equal(folded.const_value.numpy(), weight.T)
+
+
+@pytest.mark.exporter_matrix
+@pytest.mark.parametrize(
+    ("model_type", "feature"), [("t5", "seq2seq-lm-with-past"), ("bart", "seq2seq-lm-with-past")], ids=["t5", "bart"]
+)
+def test_a_held_encoder_decoder_streams_every_part_and_validates(
+    model_type: str, feature: str, tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Each part calls its own submodule (the encoder, the decoder), never the whole model: each must compute in
+    float32 and be captured in float32 (T5 also casts its feed-forward input to ``wo.weight.dtype``)."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    from exporter.pipeline import run_export
+
+    folder = tmp_path / "bf16"
+    AutoModelForSeq2SeqLM.from_pretrained(str(tiny_checkpoint(model_type, feature)), dtype=torch.float32).to(
+        torch.bfloat16
+    ).save_pretrained(str(folder))
+    report = run_export(
+        "onnx", folder, tmp_path / "out", feature=feature, options={"stream_weights": True}, log=lambda _line: None
+    )
+    assert report.passed and report.checks and all(check.passed for check in report.checks)
+    assert "module by module" in report.metadata["dtype"]["reference"]
+    assert len(report.parts) >= 3  # the encoder and both decoder steps, each validated

@@ -34,33 +34,80 @@ __all__ = ["HALF_DTYPES", "compute_in_float32", "held_dtype"]
 #: Checkpoint dtypes a model may be held in (names as `exporter_core.loading.stored_float_dtype` gives them).
 HALF_DTYPES = ("bfloat16", "float16")
 
-#: Root module -> the dtype its parameters are held in, for every model `compute_in_float32` prepared.
+#: Module -> the dtype its model's parameters are held in, for every module of every model `compute_in_float32`
+#: prepared.
 _HELD: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+#: A module whose half-precision weights take at most this many bytes once widened is widened whole for its call
+#: (and its submodules with it) ...
+UNIT_MIN_BYTES = 256 * 2**20
+#: ... or at most this fraction of the whole model's, when that is more.
+UNIT_FRACTION = 1 / 16
 
 
 def compute_in_float32(model: Any) -> Any:
-    """Make `model` (parameters in bfloat16 or float16) compute in float32 one module at a time; returns it.
+    """Make `model` (parameters in bfloat16 or float16) compute in float32 one unit at a time; returns it.
 
-    Floating buffers are widened in place; parameters stay as loaded. Idempotent."""
+    A unit is a module whose weights, widened, fit `UNIT_MIN_BYTES` or `UNIT_FRACTION` of the model's (a decoder
+    layer of a 7B model: 0.8 GB of 27 GB; a whole small model): for the duration of the outermost unit's call every
+    weight below it is float32, so a module that reads a child's weight dtype before calling it (T5's feed-forward
+    casts its input to ``wo.weight.dtype``) sees float32 too. A larger module that holds weights of its own widens
+    those alone. Floating buffers are widened in place, once. Idempotent."""
     import torch
 
     if model in _HELD:
         return model
-    half = {torch.bfloat16, torch.float16}
-    held: set[str] = set()
+    half = (torch.bfloat16, torch.float16)
     for module in model.modules():
         for name, buffer in list(module._buffers.items()):
             if buffer is not None and buffer.dtype in half:
                 module._buffers[name] = buffer.float()
-        own = [p for p in module._parameters.values() if p is not None and p.dtype in half]
-        if not own:
-            continue
-        held.update(str(p.dtype).removeprefix("torch.") for p in own)
-        module.register_forward_pre_hook(_widen)
-        module.register_forward_hook(_restore, always_call=True)
-    if held:
-        _HELD[model] = "/".join(sorted(held))
+    sizes = _widened_sizes(model, half)
+    total = sizes.get(model, 0)
+    if not total:
+        return model
+    limit = max(UNIT_MIN_BYTES, int(total * UNIT_FRACTION))
+
+    def choose(module: Any) -> None:
+        if not sizes.get(module):
+            return
+        if sizes[module] <= limit:
+            # Its submodules are hooked too: an export part may call one directly (an encoder-decoder's encoder),
+            # bypassing this module; below a module that did widen them, their hooks find nothing left to widen.
+            _hook(module, whole=True)
+        elif any(p is not None and p.dtype in half for p in module._parameters.values()):
+            _hook(module, whole=False)
+        for child in module.children():
+            choose(child)
+
+    choose(model)
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.dtype in half})
+    # Every module is recorded, not only the root: an export part wraps a submodule (an encoder-decoder's
+    # encoder, whose parent may be the one unit of a small model), and must be known as held through it.
+    for module in model.modules():
+        _HELD[module] = "/".join(dtypes)
     return model
+
+
+def _widened_sizes(model: Any, half: tuple[Any, ...]) -> dict[Any, int]:
+    """Module -> float32 bytes of the distinct half-precision weights below it (itself included)."""
+    nbytes = {id(p): 4 * p.numel() for p in model.parameters() if p.dtype in half}
+    sizes: dict[Any, int] = {}
+
+    def below(module: Any) -> set[int]:
+        ids = {id(p) for p in module._parameters.values() if p is not None and id(p) in nbytes}
+        for child in module.children():
+            ids |= below(child)
+        sizes[module] = sum(nbytes[i] for i in ids)
+        return ids
+
+    below(model)
+    return sizes
+
+
+def _hook(module: Any, whole: bool) -> None:
+    module.register_forward_pre_hook(lambda m, args: _widen(m, whole))
+    module.register_forward_hook(_restore, always_call=True)
 
 
 def held_dtype(module: Any) -> str | None:
@@ -75,14 +122,21 @@ def held_dtype(module: Any) -> str | None:
     return None
 
 
-def _widen(module: Any, args: Any) -> None:
+def _widen(module: Any, whole: bool) -> None:
+    """Replace the half-precision weights of `module` (and, `whole`, of every module below it) by float32 copies
+    (one per distinct weight: tied weights stay one), remembering the originals."""
     import torch
 
-    saved: dict[str, Any] = {}
-    for name, parameter in list(module._parameters.items()):
-        if parameter is not None and parameter.dtype in (torch.bfloat16, torch.float16):
-            saved[name] = parameter
-            module._parameters[name] = torch.nn.Parameter(parameter.detach().float(), requires_grad=False)
+    saved: list[tuple[Any, str, Any]] = []
+    copies: dict[int, Any] = {}
+    for owner in module.modules() if whole else (module,):
+        for name, parameter in list(owner._parameters.items()):
+            if parameter is None or parameter.dtype not in (torch.bfloat16, torch.float16):
+                continue
+            if id(parameter) not in copies:
+                copies[id(parameter)] = torch.nn.Parameter(parameter.detach().float(), requires_grad=False)
+            saved.append((owner, name, parameter))
+            owner._parameters[name] = copies[id(parameter)]
     # A stack, so that a module called inside its own call (rare, but legal) restores in order.
     module.__dict__.setdefault("_exporter_held", []).append(saved)
 
@@ -90,4 +144,5 @@ def _widen(module: Any, args: Any) -> None:
 def _restore(module: Any, args: Any, output: Any) -> None:
     stack = module.__dict__.get("_exporter_held")
     if stack:
-        module._parameters.update(stack.pop())
+        for owner, name, parameter in reversed(stack.pop()):
+            owner._parameters[name] = parameter
