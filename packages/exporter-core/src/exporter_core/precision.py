@@ -7,17 +7,20 @@ machine holds — while a backend that never traces the real weights (the ONNX b
 checkpoint, `exporter_onnx.streaming`) needs the model only as the validation's reference.
 
 `compute_in_float32` keeps the parameters in the checkpoint's dtype (Transformers memory-maps them from the
-safetensors file when the dtypes agree) and makes every module compute in float32: a forward pre-hook replaces
-the module's own half-precision parameters by float32 copies for the duration of its call, and a forward hook
-(``always_call``: also when the call raises) puts the originals back. Because widening is exact, each module sees
-the values its float32 twin holds, so the outputs are those of the model loaded in float32 — the equality the
-tests check on several families — while at most the parameters of the module being called (one Linear, one
-embedding table) exist in float32 at a time. Floating-point buffers are widened once, for good (they are small;
-position tables, rotary frequencies).
+safetensors file when the dtypes agree) and makes the model compute in float32 one unit at a time: a unit is a
+module whose weights take at most max(`UNIT_MIN_BYTES`, `UNIT_FRACTION` of the model) in float32 — a decoder layer
+of a 7B model, a whole small model. A forward pre-hook replaces every half-precision parameter below the unit by a
+float32 copy for the duration of its call, and a forward hook (``always_call``: also when the call raises) puts the
+originals back; the units' submodules are hooked too (an export part may call the encoder of an encoder-decoder
+directly), and find nothing left to widen below a unit that did. Because widening is exact, each module sees the
+values its float32 twin holds, so the outputs are those of the model loaded in float32 — the equality the tests
+check on several families, T5 included (its feed-forward reads ``wo.weight.dtype`` before calling ``wo``) — while
+at most one unit's weights exist in float32 at a time. Floating-point buffers are widened once, for good (they are
+small; position tables, rotary frequencies).
 
 Two things are not widened back: a buffer Transformers computes at load time in the checkpoint's dtype keeps
 its rounding (Gemma's embedding scale √hidden, which the half-precision model itself uses), and a model that reads
-a parameter of another module outside that module's call, or decides a dtype from ``model.dtype`` (the first
+a parameter outside the call of a unit holding it, or decides a dtype from ``model.dtype`` (the first
 parameter's), would see half precision there. So only a backend that captures without the real weights holds a
 model this way (`exporter_core.backend.Backend.holds_checkpoint_dtype`): the ONNX backend streaming the weights
 captures on fake float32 parameters (the hooks then find nothing to widen) and validates the graph against this
