@@ -342,3 +342,90 @@ def test_a_held_encoder_decoder_streams_every_part_and_validates(
     assert report.passed and report.checks and all(check.passed for check in report.checks)
     assert "module by module" in report.metadata["dtype"]["reference"]
     assert len(report.parts) >= 3  # the encoder and both decoder steps, each validated
+
+
+def _bf16_copy(checkpoint: Path, folder: Path, model_cls: Any = None) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cls = model_cls or AutoModelForCausalLM
+    cls.from_pretrained(str(checkpoint), dtype=torch.float32).to(torch.bfloat16).save_pretrained(str(folder))
+    return folder
+
+
+def test_a_held_model_the_engine_would_not_stream_is_refused_not_captured_in_half(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holding is decided from the files before loading; an architecture whose default opset takes the
+    TorchScript-based engine is not held, and a held model that reaches a capture without streamed weights is an
+    error naming the way out, never a graph traced through the widening hooks."""
+    from exporter_core.errors import ExportError
+    from exporter_core.features import config_class_for
+    from exporter_core.loading import load_model_checked
+    from exporter_onnx import streaming
+    from exporter_onnx.backend import OnnxBackend
+    from exporter_onnx.convert import export_onnx
+
+    folder = _bf16_copy(tiny_checkpoint("llama", FEATURE), tmp_path / "bf16")
+    monkeypatch.setattr(streaming, "STREAM_MIN_BYTES", 0)  # as if the tiny checkpoint were large
+    options = OnnxBackend.check_options({})
+    llama = config_class_for("llama")
+    assert OnnxBackend.holds_checkpoint_dtype(options, folder, llama)
+
+    class Opset17(llama):  # type: ignore[misc, valid-type]
+        default_opset = 17
+
+    assert not OnnxBackend.holds_checkpoint_dtype(options, folder, Opset17)
+    assert not OnnxBackend.holds_checkpoint_dtype(OnnxBackend.check_options({"opset": 17}), folder, llama)
+    model = load_model_checked(folder, FEATURE, llama, hold_half=True).model
+    plan = llama.for_feature(model.config, FEATURE).export_plan(model, None)
+    with plan.capture(), pytest.raises(ExportError, match=r"held in its checkpoint's bfloat16.*stream_weights=False"):
+        export_onnx(plan.main.module, plan.main.config, tmp_path / "out" / "model.onnx", opset=17)
+
+
+def test_a_checkpoint_mixing_float_dtypes_is_not_held(tiny_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    """Transformers would round its float32 tensors to the half dtype: the model is loaded in float32 instead."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from exporter_core.features import config_class_for
+    from exporter_core.loading import load_model_checked
+
+    folder = _bf16_copy(tiny_checkpoint("llama", FEATURE), tmp_path / "mixed")
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["model.norm.weight"] = tensors["model.norm.weight"].float() + 1e-3  # not a bfloat16 value
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    loaded = load_model_checked(folder, FEATURE, config_class_for("llama"), hold_half=True)
+    assert loaded.held_dtype is None and loaded.checkpoint_dtype == "bfloat16"
+    assert loaded.model.model.norm.weight.dtype == torch.float32
+    assert torch.equal(loaded.model.model.norm.weight, tensors["model.norm.weight"])
+
+
+@pytest.mark.exporter_matrix
+def test_a_held_sentence_embedding_model_streams_and_validates(
+    tiny_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The sentence-embedding wrapper has no ``name_or_path`` and prefixes its weights with ``transformer.``."""
+    import shutil as _shutil
+
+    from transformers import AutoModel
+
+    from exporter.pipeline import run_export
+
+    source = tiny_checkpoint("bert", "sentence-embedding")
+    folder = _bf16_copy(source, tmp_path / "bf16", AutoModel)
+    for extra in source.iterdir():
+        if extra.is_file() and not (folder / extra.name).exists() and "safetensors" not in extra.name:
+            _shutil.copy(extra, folder / extra.name)
+    if (source / "1_Pooling").is_dir():
+        _shutil.copytree(source / "1_Pooling", folder / "1_Pooling")
+    report = run_export(
+        "onnx",
+        folder,
+        tmp_path / "out",
+        feature="sentence-embedding",
+        options={"stream_weights": True},
+        log=lambda _line: None,
+    )
+    assert report.passed and "module by module" in report.metadata["dtype"]["reference"]
+    assert report.metadata["streamed_weights"]["initializers_from_checkpoint"] > 0

@@ -173,11 +173,11 @@ class Backend(abc.ABC):
         architecture's lowest, a sequence longer than the model's positions. Runs before the weights are read."""
 
     @classmethod
-    def holds_checkpoint_dtype(cls, options: Mapping[str, Any], folder: Path) -> bool:
+    def holds_checkpoint_dtype(cls, options: Mapping[str, Any], folder: Path, config_cls: type | None = None) -> bool:
         """True when the model may be loaded in its checkpoint's half precision (bfloat16, float16) and compute in
         float32 module by module (`exporter_core.precision`) instead of being widened to float32 whole: only a
         backend that never traces the real weights may say so (the ONNX backend when it streams them). `options`
-        as `check_options` returned them; the default is False."""
+        as `check_options` returned them, `config_cls` the architecture's config class; the default is False."""
         return False
 
     @abc.abstractmethod

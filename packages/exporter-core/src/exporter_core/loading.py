@@ -471,7 +471,10 @@ def load_model_checked(
 
     declared = check_checkpoint_files(folder)
     stored = stored_float_dtype(declared)
-    kept = stored if hold_half and stored in HALF_DTYPES else None
+    # Only a checkpoint holding every floating tensor in that one half dtype: Transformers would round a float32
+    # tensor of a mixed checkpoint (a norm, a router) to it, and the graph and the reference would share the error.
+    uniform = {entry.get("dtype") for entry in declared.values() if entry.get("dtype") in _FLOAT_DTYPES}
+    kept = stored if hold_half and stored in HALF_DTYPES and len(uniform) == 1 else None
     info: dict[str, Any] = {}
     try:
         dtype = {"dtype": getattr(torch, kept)} if kept else {}

@@ -19,7 +19,8 @@ at most one unit's weights exist in float32 at a time. Floating-point buffers ar
 small; position tables, rotary frequencies).
 
 Two things are not widened back: a buffer Transformers computes at load time in the checkpoint's dtype keeps
-its rounding (Gemma's embedding scale √hidden, which the half-precision model itself uses), and a model that reads
+its rounding (Gemma's embedding scale √hidden, which the half-precision model itself uses) — in the reference and
+in a graph captured from it alike, so such a graph differs from the float32 load's by that rounding — and a model that reads
 a parameter outside the call of a unit holding it, or decides a dtype from ``model.dtype`` (the first
 parameter's), would see half precision there. So only a backend that captures without the real weights holds a
 model this way (`exporter_core.backend.Backend.holds_checkpoint_dtype`): the ONNX backend streaming the weights
@@ -71,9 +72,12 @@ def compute_in_float32(model: Any) -> Any:
         return model
     limit = max(UNIT_MIN_BYTES, int(total * UNIT_FRACTION))
 
+    visited: set[int] = set()
+
     def choose(module: Any) -> None:
-        if not sizes.get(module):
+        if not sizes.get(module) or id(module) in visited:  # a module shared by two parents is hooked once
             return
+        visited.add(id(module))
         if sizes[module] <= limit:
             # Its submodules are hooked too: an export part may call one directly (an encoder-decoder's encoder),
             # bypassing this module; below a module that did widen them, their hooks find nothing left to widen.
@@ -131,6 +135,9 @@ def _widen(module: Any, whole: bool) -> None:
     import torch
 
     saved: list[tuple[Any, str, Any]] = []
+    # On the stack before anything is swapped: if widening fails half way (out of memory), the restoring hook still
+    # puts back what was swapped. A stack, so that a module called inside its own call restores in order.
+    module.__dict__.setdefault("_exporter_held", []).append(saved)
     copies: dict[int, Any] = {}
     for owner in module.modules() if whole else (module,):
         for name, parameter in list(owner._parameters.items()):
@@ -140,8 +147,6 @@ def _widen(module: Any, whole: bool) -> None:
                 copies[id(parameter)] = torch.nn.Parameter(parameter.detach().float(), requires_grad=False)
             saved.append((owner, name, parameter))
             owner._parameters[name] = copies[id(parameter)]
-    # A stack, so that a module called inside its own call (rare, but legal) restores in order.
-    module.__dict__.setdefault("_exporter_held", []).append(saved)
 
 
 def _restore(module: Any, args: Any, output: Any) -> None:

@@ -193,15 +193,17 @@ class OnnxBackend(Backend):
             )
 
     @classmethod
-    def holds_checkpoint_dtype(cls, options: Mapping[str, Any], folder: Path) -> bool:
-        """True when the weights will be streamed from `folder`'s checkpoint (`streaming_checkpoint`'s rule): the
-        capture then runs on fake float32 weights and the model is only the validation's reference, which a
-        half-precision checkpoint can be without a float32 copy of it."""
+    def holds_checkpoint_dtype(cls, options: Mapping[str, Any], folder: Path, config_cls: type | None = None) -> bool:
+        """True when the weights will be streamed from `folder`'s checkpoint (`streaming_checkpoint`'s rule, at the
+        opset asked for or the architecture's default): the capture then runs on fake float32 weights and the
+        model is only the validation's reference, which a half-precision checkpoint can be without a float32 copy
+        of it."""
         from exporter_onnx.convert import DYNAMO_MIN_OPSET
         from exporter_onnx.streaming import streaming_checkpoint
 
+        opset = options.get("opset") or getattr(config_cls, "default_opset", None)
         checkpoint, _ = streaming_checkpoint(
-            options.get("stream_weights"), folder, options.get("engine", "auto"), options.get("opset"), DYNAMO_MIN_OPSET
+            options.get("stream_weights"), folder, options.get("engine", "auto"), opset, DYNAMO_MIN_OPSET
         )
         return checkpoint is not None
 

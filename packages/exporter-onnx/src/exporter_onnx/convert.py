@@ -381,6 +381,8 @@ def export_onnx(
     import onnx
     import torch
 
+    from exporter_core.precision import held_dtype
+
     opset = config.default_onnx_opset if opset is None else opset
     config.check_opset(opset)
     highest = max_opset()
@@ -408,6 +410,15 @@ def export_onnx(
                 logger.warning("weights not streamed (%s); exporting them the normal way", exc.reason)
                 for written in (path, path.with_name(f"{path.name}.data")):
                     written.unlink(missing_ok=True)
+        held = held_dtype(model)
+        if held is not None and streamed is None:
+            # Its weights are half precision and widened by hooks (exporter_core.precision): only a capture on fake
+            # float32 weights turns it into the float32 graph.
+            raise ExportError(
+                f"the model is held in its checkpoint's {held} to be exported with streamed weights, but this part's "
+                f"weights cannot be streamed ({'the ' + chosen + ' engine' if chosen != 'dynamo' else 'no checkpoint'}"
+                f"); export the weights the normal way ({option_hint('stream_weights', False)})"
+            )
         if chosen == "dynamo" and streamed is None:
             try:
                 program = _capture_dynamo(module, dict(dummy), config, opset, optimize)

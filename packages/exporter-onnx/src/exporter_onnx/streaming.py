@@ -143,7 +143,10 @@ class CheckpointWeights:
         self.names_of = {}
         for name, tensor in model.named_parameters(remove_duplicate=False):
             candidates = self.names_of.setdefault(id(tensor), [])
-            for candidate in (name, f"{prefix}.{name}" if prefix else name, _strip(name, prefix)):
+            # Last, the name below a wrapper's first attribute (the sentence-embedding model's ``transformer.``): a
+            # wrong match cannot pass, every tensor is checked against the loaded one when read.
+            inner = name.split(".", 1)[1] if "." in name else ""
+            for candidate in (name, f"{prefix}.{name}" if prefix else name, _strip(name, prefix), inner):
                 if candidate and candidate not in candidates:
                     candidates.append(candidate)
 
@@ -233,9 +236,9 @@ def choose_streaming(
     to stream) cannot be exported the normal way: its weights must be streamed, as if asked for."""
     from exporter_core.precision import held_dtype
 
-    checkpoint, reason = streaming_checkpoint(
-        option, getattr(model, "name_or_path", None), engine, opset, dynamo_min_opset
-    )
+    # A wrapper (the sentence-embedding model) has no name_or_path of its own; its config says where it came from.
+    folder = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    checkpoint, reason = streaming_checkpoint(option, folder, engine, opset, dynamo_min_opset)
     if checkpoint is not None:
         checkpoint.map_model(model)
         checkpoint.held = held_dtype(model)

@@ -273,7 +273,7 @@ def run_export(
                 allow_random_head=allow_random_head,
                 allow_nonfinite=allow_nonfinite,
                 supported=supported,
-                hold_half=backend_cls.holds_checkpoint_dtype(backend_options, folder),
+                hold_half=backend_cls.holds_checkpoint_dtype(backend_options, folder, config_cls),
             )
             torch_model = loaded.model
             if loaded.held_dtype:
