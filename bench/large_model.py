@@ -72,33 +72,26 @@ def build_checkpoint(folder: Path, layers: int | None, shard_bytes: int, seed: i
         shapes = {name: tuple(t.shape) for name, t in LlamaForCausalLM(config).state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    weight_map: dict[str, str] = {}
     shard: dict[str, torch.Tensor] = {}
-    shard_size = 0
-    shards: list[dict[str, torch.Tensor]] = []
-    names: list[list[str]] = []
+    names: list[list[str]] = []  # the tensor names of each shard written
 
     def flush() -> None:
-        nonlocal shard, shard_size
         if shard:
-            shards.append(shard)
             names.append(list(shard))
-            index = len(shards)
-            save_file(shard, str(folder / f"part-{index:05d}.safetensors"), metadata={"format": "pt"})
-            shards[-1] = {}  # written: drop the tensors
-            shard, shard_size = {}, 0
+            save_file(shard, str(folder / f"part-{len(names):05d}.safetensors"), metadata={"format": "pt"})
+            shard.clear()  # written: drop the tensors
 
     for name, shape in shapes.items():
         if name.endswith("norm.weight"):
             tensor = torch.ones(shape, dtype=torch.bfloat16)
         else:
             tensor = (torch.randn(shape, generator=generator) * 0.02).to(torch.bfloat16)
-        size = tensor.numel() * tensor.element_size()
-        if shard and shard_size + size > shard_bytes:
+        held = sum(t.numel() * t.element_size() for t in shard.values())
+        if shard and held + tensor.numel() * tensor.element_size() > shard_bytes:
             flush()
         shard[name] = tensor
-        shard_size += size
     flush()
+    weight_map: dict[str, str] = {}
     total = len(names)
     for index, held in enumerate(names, start=1):
         final = f"model-{index:05d}-of-{total:05d}.safetensors"
