@@ -187,7 +187,8 @@ def measure(backends: list[Backend], rounds: int, warmup: int, block: int, block
     """Time every backend `rounds` times, rotating their order; return the block size used."""
     # A block of `block` calls of the slowest backend should take at most `max_block_s` seconds.
     slowest = max(time_block(b.call, 1) for b in backends)
-    block = max(5, min(block, int(max_block_s / max(slowest, 1e-6))))
+    if max_block_s != float("inf"):
+        block = max(5, min(block, int(max_block_s / max(slowest, 1e-6))))
     for index in range(rounds):
         shift = index % len(backends)
         order = backends[shift:] + backends[:shift]
