@@ -18,6 +18,7 @@ __all__ = [
     "ExportRequest",
     "ExportResult",
     "ExportedPart",
+    "Retry",
     "Runner",
     "Tolerance",
     "refuse_unknown_options",
@@ -96,6 +97,17 @@ class ExportedPart:
     tolerance: Tolerance | None = None
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How a backend would export the same plan the sturdier way when the way it chose for speed fails validation
+    (the ONNX backend traces stateless parts with the TorchScript-based engine, whose graph can hold a shape or a
+    branch of the traced inputs; ``torch.export`` captures them symbolically). The facade exports once more with
+    `options` (the caller's backend options with these replaced) and says `reason` in the log and the report."""
+
+    options: dict[str, Any]
+    reason: str
+
+
 @dataclass
 class ExportResult:
     """What a backend wrote (file names inside the staging folder) and how to run each part."""
@@ -106,6 +118,8 @@ class ExportResult:
     #: Checks of the backend's own, run after the plan's (a variant's task-level accuracy checks); a failing one
     #: fails the export.
     checks: list[PlanCheck] = field(default_factory=list)
+    #: The other way to export the plan if a part of this export fails validation; None: there is none.
+    retry: Retry | None = None
 
 
 class Backend(abc.ABC):

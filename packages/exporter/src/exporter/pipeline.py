@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -419,7 +420,28 @@ def _export_and_validate(
         metadata=result.metadata,
     )
     export_report.files = list(result.artifacts)
-    return export_report
+    failed = [f"{p.part}: {failure}" for p in parts if not p.passed for failure in p.failures]
+    if result.retry is None or not failed:
+        return export_report
+    # The backend chose a faster way that gave a wrong graph (a traced shape held as a constant): it has a sturdier
+    # one, and the export is done again that way, once, from an empty staging folder.
+    emit(f"\t-[!] {result.retry.reason}; exporting again")
+    for written in staging.iterdir():
+        shutil.rmtree(written) if written.is_dir() else written.unlink()
+    again = _export_and_validate(
+        backend,
+        backend_name,
+        plan,
+        staging,
+        artifact,
+        processor,
+        {**backend_options, **result.retry.options},
+        atol,
+        emit,
+        rtol,
+    )
+    again.metadata["retried"] = {"reason": result.retry.reason, "first_failures": failed[:20]}
+    return again
 
 
 def _run_check(check: PlanCheck, runners: dict[str, PartRunner], lossy: Tolerance | None = None) -> CheckResult:
