@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from exporter_core.architectures.encoders import BertOnnxConfig
-from exporter_core.errors import InvalidArgumentError, OpsetError, UserError
+from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError, UserError
 from exporter_onnx.convert import DYNAMO_MIN_OPSET, TORCHSCRIPT_MAX_OPSET, choose_engine
 
 _BERT_SIZES = {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 6, "intermediate_size": 61}
@@ -88,6 +88,7 @@ def _leftovers(folder: Path) -> list[str]:
         (17, "auto", "torchscript"),
         (18, "auto", "dynamo"),
         (23, "auto", "dynamo"),
+        (21, "auto", "dynamo"),
         (18, "dynamo", "dynamo"),
         (14, "torchscript", "torchscript"),
         (18, "torchscript", "torchscript"),
@@ -96,6 +97,68 @@ def _leftovers(folder: Path) -> list[str]:
 )
 def test_choose_engine_picks_an_engine_that_can_write_the_opset(opset: int, engine: str, chosen: str) -> None:
     assert choose_engine(opset, engine) == chosen
+
+
+@pytest.mark.parametrize(
+    ("opset", "engine", "chosen"),
+    [
+        (17, "auto", "torchscript"),
+        (18, "auto", "torchscript"),
+        (TORCHSCRIPT_MAX_OPSET, "auto", "torchscript"),
+        (TORCHSCRIPT_MAX_OPSET + 1, "auto", "dynamo"),
+        (18, "dynamo", "dynamo"),
+    ],
+)
+def test_auto_traces_traceable_parts_up_to_the_torchscript_engine_s_opset(opset: int, engine: str, chosen: str) -> None:
+    """A part without a cache is traced (seconds faster); an explicit engine is always honoured."""
+    assert choose_engine(opset, engine, traceable=True) == chosen
+
+
+def test_auto_captures_traceable_parts_with_dynamo_when_torch_lost_the_torchscript_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from exporter_onnx import convert
+
+    monkeypatch.setattr(convert, "torchscript_engine_available", lambda: False)
+    assert choose_engine(18, "auto", traceable=True) == "dynamo"
+    assert choose_engine(17, "auto", traceable=True) == "torchscript"  # the only engine for opsets below 18
+
+
+def test_only_parts_without_a_cache_and_with_token_inputs_are_traceable() -> None:
+    import torch
+    from transformers import AutoConfig
+
+    from exporter_core.architectures.decoders import GPT2OnnxConfig
+    from exporter_onnx.convert import is_traceable
+
+    tokens = {"input_ids": torch.zeros(2, 8, dtype=torch.long), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+    config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=2)
+    assert is_traceable(GPT2OnnxConfig(config, task="causal-lm"), tokens)
+    assert not is_traceable(GPT2OnnxConfig.with_past(config, task="causal-lm"), tokens)
+    bert = BertOnnxConfig(AutoConfig.for_model("bert", hidden_size=32, num_attention_heads=2))
+    assert is_traceable(bert, tokens)
+    # An image's or a sound's size is the model's to fix, which only the dynamo engine states in the graph.
+    assert not is_traceable(bert, {**tokens, "pixel_values": torch.zeros(2, 3, 8, 8)})
+
+
+def test_auto_falls_back_to_dynamo_when_the_trace_fails(
+    bert: _Bert, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TorchScript engine picked for speed may refuse a model; the dynamo engine then exports it."""
+    from exporter_onnx import convert
+
+    def refusing(*args: Any, **kwargs: Any) -> None:
+        (tmp_path / "model.onnx").write_bytes(b"half-written")
+        raise RuntimeError("simulated tracer failure\nsecond line")
+
+    monkeypatch.setattr(convert, "_export_torchscript", refusing)
+    info = convert.export_onnx(
+        bert.model, bert.config(), tmp_path / "model.onnx", opset=18, preprocessor=bert.tokenizer
+    )
+    assert (info.engine, info.fallback_reason) == ("dynamo", "RuntimeError: simulated tracer failure")
+    _validate(bert, bert.config(), info.path)
+    with pytest.raises(ExportError, match="torchscript engine could not export"):
+        convert.export_onnx(bert.model, bert.config(), tmp_path / "again.onnx", opset=18, engine="torchscript")
 
 
 def test_choose_engine_refuses_pairs_no_engine_can_write() -> None:
@@ -137,9 +200,12 @@ def test_an_unusable_opset_is_refused_before_anything_is_written(
 # -- explicit opsets: the file carries exactly the opset asked for, runs, validates ----------------------------------
 
 
-@pytest.mark.parametrize(("opset", "engine"), [(14, "torchscript"), (17, "torchscript"), (18, "dynamo")])
+@pytest.mark.parametrize(
+    ("opset", "asked", "engine"),
+    [(14, "auto", "torchscript"), (17, "auto", "torchscript"), (18, "auto", "torchscript"), (18, "dynamo", "dynamo")],
+)
 def test_explicit_opset_is_written_exactly_and_the_file_runs_and_validates(
-    bert: _Bert, tmp_path: Path, opset: int, engine: str
+    bert: _Bert, tmp_path: Path, opset: int, asked: str, engine: str
 ) -> None:
     from exporter_onnx.convert import export_onnx
 
@@ -148,7 +214,7 @@ def test_explicit_opset_is_written_exactly_and_the_file_runs_and_validates(
     assert model.config.use_cache is True
     config = bert.config()
 
-    info = export_onnx(model, config, tmp_path / "model.onnx", opset=opset, preprocessor=bert.tokenizer)
+    info = export_onnx(model, config, tmp_path / "model.onnx", opset=opset, engine=asked, preprocessor=bert.tokenizer)
 
     assert (info.opset, info.engine, info.fallback_reason) == (opset, engine, None)
     written = _check_file(info.path)
@@ -248,14 +314,18 @@ def test_old_export_api_leaves_nothing_behind_when_the_export_fails(
 # -- external data -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("opset", "engine"), [(14, "torchscript"), (18, "dynamo")])
+@pytest.mark.parametrize(("opset", "engine"), [(14, "torchscript"), (18, "torchscript"), (18, "dynamo")])
 def test_large_models_are_written_with_external_data_that_loads_and_validates(
-    bert: _Bert, tmp_path: Path, opset: int, engine: str
+    bert: _Bert, tmp_path: Path, opset: int, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forcing the 2 GiB rule (the config's `use_external_data_format`) moves the weights out of model.onnx."""
     import onnx
 
+    from exporter_onnx import convert
     from exporter_onnx.convert import export
+
+    if engine == "dynamo":  # the legacy API always says auto; without the TorchScript engine auto is dynamo
+        monkeypatch.setattr(convert, "torchscript_engine_available", lambda: False)
 
     config = bert.config()
     asked: list[int] = []
@@ -302,7 +372,7 @@ def test_dynamo_files_carry_no_stack_traces_or_local_paths(bert: _Bert, tmp_path
 
     from exporter_onnx.convert import _DEBUG_NODE_METADATA, export_onnx
 
-    info = export_onnx(bert.model, bert.config(), tmp_path / "model.onnx", opset=18)
+    info = export_onnx(bert.model, bert.config(), tmp_path / "model.onnx", opset=18, engine="dynamo")
     assert info.engine == "dynamo"
     written = onnx.load(str(info.path))
     keys = {p.key for node in written.graph.node for p in node.metadata_props}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult, refuse_unknown_options
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, ExportResult, Retry, refuse_unknown_options
 from exporter_core.errors import (
     InvalidArgumentError,
     OpsetError,
@@ -53,8 +53,9 @@ class OnnxBackend(Backend):
             "--engine",
             choices=ENGINES,
             default="auto",
-            help="Graph capture: 'dynamo' (torch.export, the default for opset >= 18), 'torchscript' (the "
-            "TorchScript-based exporter, used for opsets below 18), or 'auto' (default).",
+            help="Graph capture: 'auto' (default: the TorchScript-based exporter for parts without a cache up to "
+            "opset 20 and for opsets below 18, falling back to torch.export if its graph fails validation; torch.export "
+            "otherwise), 'dynamo' (torch.export, opset >= 18) or 'torchscript' (opsets <= 20).",
         )
         # Choices are checked by check_options (one error line, exit 2), not by argparse.
         parser.add_argument(
@@ -286,8 +287,24 @@ class OnnxBackend(Backend):
 
             metadata["variant"] = variants[plan.main.name] if len(plan.parts) == 1 else variants
             checks = task_checks(plan, request.preprocessor, variant.label, variant.thresholds())
+        # Stateless parts were traced by the TorchScript engine for speed (exporter_onnx.convert): should one fail
+        # validation, the plan is exported again with the dynamo engine.
+        traced = [
+            name for name, info in infos.items() if info.engine == "torchscript" and info.opset >= DYNAMO_MIN_OPSET
+        ]
+        retry = None
+        if options["engine"] == "auto" and traced:
+            retry = Retry(
+                options={"engine": "dynamo"},
+                reason=f"the TorchScript engine traced {', '.join(traced)} for speed and the graph failed validation; "
+                "the dynamo engine captures shapes symbolically",
+            )
         return ExportResult(
-            artifacts=files, parts=[parts[part.name] for part in plan.parts], metadata=metadata, checks=checks
+            artifacts=files,
+            parts=[parts[part.name] for part in plan.parts],
+            metadata=metadata,
+            checks=checks,
+            retry=retry,
         )
 
     @staticmethod
