@@ -49,6 +49,36 @@ def test_a_traced_graph_that_fails_validation_is_captured_again_with_dynamo(cli,
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(report["files"])
 
 
+def test_a_traced_graph_that_cannot_run_at_other_shapes_is_captured_again(cli, checkpoint, tmp_path, monkeypatch):
+    """A trace that kept the traced batch and length: onnxruntime refuses other shapes, which is a failure too."""
+    import torch
+
+    from exporter_onnx import convert
+
+    calls: list[str] = []
+
+    def traced_static(module: Any, dummy: dict[str, Any], config: Any, opset: int, path: Path) -> None:
+        calls.append("torchscript")
+        names = list(dummy)
+        torch.onnx.export(
+            module,
+            tuple(dummy.values()),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=list(config.outputs),
+        )
+
+    monkeypatch.setattr(convert, "_export_torchscript", traced_static)
+    result = cli("onnx", "--model", str(checkpoint("bert")), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert calls == ["torchscript"] and "exporting again" in result.stderr
+    report = json.loads((tmp_path / "model.onnx.validation.json").read_text())
+    assert report["passed"] and report["metadata"]["engine"] == "dynamo"
+    assert "the exported graph could not run" in report["metadata"]["retried"]["first_failures"][0]
+
+
 def test_an_explicit_engine_is_not_retried(cli, checkpoint, tmp_path, monkeypatch):
     calls: list[str] = []
     _wrong_trace(monkeypatch, calls)

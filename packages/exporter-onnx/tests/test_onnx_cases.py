@@ -34,3 +34,5 @@ def test_case_exports_and_validates(export_case: CaseOutcome) -> None:
     metadata = report.get("metadata", {})
     for facts in [metadata, *metadata.get("parts", {}).values()]:
         assert facts.get("fallback_reason") is None, facts
+    # Nor was a traced graph found wrong and exported again (correct, but twice the time: see is_traceable).
+    assert metadata.get("retried") is None, metadata["retried"]

@@ -2,8 +2,8 @@
 
 Two engines: ``dynamo`` (torch.export + onnxscript, for opset 18 and above) and ``torchscript`` (the
 TorchScript-based exporter, for opsets up to 20, the only one for 14-17 that older runtimes need). ``auto`` picks,
-per part: the TorchScript engine for a part with no cache and token inputs only (`is_traceable`: text encoders and
-classifiers, an encoder-decoder's text encoder) at opset 20 or below, because one trace costs a fraction of the
+per part: the TorchScript engine for a part of an architecture without a cache and with token inputs only
+(`is_traceable`: text encoders and classifiers) at opset 20 or below, because one trace costs a fraction of the
 dynamo engine's capture, decompositions, translation and optimizer passes (tiny BERT in process: 0.7 s against
 5.3 s) and onnxruntime runs its graph as fast; the dynamo engine for parts with a cache, float inputs (images,
 audio), streamed or held weights, and opsets above 20. A traced graph can hold a traced shape or branch as a
@@ -95,14 +95,17 @@ def choose_engine(opset: int, engine: str = "auto", *, traceable: bool = False) 
 
 
 def is_traceable(config: OnnxConfig, dummy: Mapping[str, Any]) -> bool:
-    """Whether the TorchScript engine's trace of a part is as general as a dynamo capture: no cache (no past key
-    values in, no present ones out: the cache's length varies apart from the inputs') and token inputs only (ids
-    and masks, integer tensors: an image's or a sound's size is fixed by the model's convolutions and positions,
-    which the dynamo engine reads and states in the graph's input shapes, and a trace does not)."""
+    """Whether the TorchScript engine's trace of a part is as general as a dynamo capture: an architecture without
+    a cache (decoders' and encoder-decoders' configs support past key values, and their causal masks and rotary
+    tables are sized in Python from the traced lengths, which a trace keeps as constants) and token inputs only
+    (ids and masks, integer tensors: an image's or a sound's size is fixed by the model's convolutions and
+    positions, which the dynamo engine reads and states in the graph's input shapes, and a trace does not)."""
     import torch
 
+    from exporter_core.config import OnnxConfigWithPast
+
     names = [*config.inputs, *config.outputs]
-    if getattr(config, "use_past", False) or any(n.startswith(("past", "present")) for n in names):
+    if isinstance(config, OnnxConfigWithPast) or any(n.startswith(("past", "present")) for n in names):
         return False
     return all(isinstance(v, torch.Tensor) and not v.is_floating_point() for v in dummy.values())
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter_core import loading, plugins
-from exporter_core.backend import Backend, ExportedPart, ExportRequest, Tolerance, refuse_unknown_options
+from exporter_core.backend import Backend, ExportedPart, ExportRequest, Retry, Tolerance, refuse_unknown_options
 from exporter_core.description import write_description
 from exporter_core.errors import (
     BackendUnavailableError,
@@ -371,6 +371,28 @@ def _export_and_validate(
     request = ExportRequest(
         plan=plan, staging=staging, artifact_name=artifact, preprocessor=processor, options=backend_options
     )
+
+    def _retried(retry: Retry, failed: list[str]) -> ExportReport:
+        # The backend chose a faster way that gave a wrong graph (a traced shape held as a constant): it has a
+        # sturdier one, and the export is done again that way, once, from an empty staging folder.
+        emit(f"\t-[!] {retry.reason}; exporting again")
+        for written in staging.iterdir():
+            shutil.rmtree(written) if written.is_dir() else written.unlink()
+        again = _export_and_validate(
+            backend,
+            backend_name,
+            plan,
+            staging,
+            artifact,
+            processor,
+            {**backend_options, **retry.options},
+            atol,
+            emit,
+            rtol,
+        )
+        again.metadata["retried"] = {"reason": retry.reason, "first_failures": failed[:20]}
+        return again
+
     with stage(f"export ({backend_name})"):
         result = backend.export(request)
     dtype = result.metadata.get("dtype")
@@ -389,18 +411,26 @@ def _export_and_validate(
             emit(f"\t-[!] {exported.artifact}: tolerance atol {stated.atol:g}, rtol {stated.rtol:g} ({stated.reason})")
         for scenario in scenarios:
             label = exported.name if single else f"{exported.name} ({scenario.label})"
-            part_report = validate_outputs(
-                part.config,
-                scenario.reference if scenario.reference is not None else part.module,
-                exported.runner,
-                preprocessor=processor,
-                atol=part_atol,
-                rtol=part_rtol,
-                format_name=backend_cls.display_name,
-                inputs=scenario.inputs,
-                log=emit,
-                stage_name=f"validate {label}",
-            )
+            try:
+                part_report = validate_outputs(
+                    part.config,
+                    scenario.reference if scenario.reference is not None else part.module,
+                    exported.runner,
+                    preprocessor=processor,
+                    atol=part_atol,
+                    rtol=part_rtol,
+                    format_name=backend_cls.display_name,
+                    inputs=scenario.inputs,
+                    log=emit,
+                    stage_name=f"validate {label}",
+                )
+            except Exception as exc:
+                if result.retry is None:
+                    raise
+                # A graph that cannot run at the validation's shapes (a traced shape held as a constant).
+                first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                failure = f"{label}: the exported graph could not run ({type(exc).__name__}: {first_line})"
+                return _retried(result.retry, [failure])
             part_report.artifact = exported.artifact
             part_report.part = label
             part_report.feature = plan.feature
@@ -423,25 +453,7 @@ def _export_and_validate(
     failed = [f"{p.part}: {failure}" for p in parts if not p.passed for failure in p.failures]
     if result.retry is None or not failed:
         return export_report
-    # The backend chose a faster way that gave a wrong graph (a traced shape held as a constant): it has a sturdier
-    # one, and the export is done again that way, once, from an empty staging folder.
-    emit(f"\t-[!] {result.retry.reason}; exporting again")
-    for written in staging.iterdir():
-        shutil.rmtree(written) if written.is_dir() else written.unlink()
-    again = _export_and_validate(
-        backend,
-        backend_name,
-        plan,
-        staging,
-        artifact,
-        processor,
-        {**backend_options, **result.retry.options},
-        atol,
-        emit,
-        rtol,
-    )
-    again.metadata["retried"] = {"reason": result.retry.reason, "first_failures": failed[:20]}
-    return again
+    return _retried(result.retry, failed)
 
 
 def _run_check(check: PlanCheck, runners: dict[str, PartRunner], lossy: Tolerance | None = None) -> CheckResult:
