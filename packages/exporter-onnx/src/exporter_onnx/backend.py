@@ -53,9 +53,10 @@ class OnnxBackend(Backend):
             "--engine",
             choices=ENGINES,
             default="auto",
-            help="Graph capture: 'auto' (default: the TorchScript-based exporter for parts without a cache up to "
-            "opset 20 and for opsets below 18, falling back to torch.export if its graph fails validation; torch.export "
-            "otherwise), 'dynamo' (torch.export, opset >= 18) or 'torchscript' (opsets <= 20).",
+            help="Graph capture: 'auto' (default: the TorchScript-based exporter for text encoders and classifiers "
+            "(no cache, token inputs) up to opset 20 and for any model below opset 18, exported again with torch.export "
+            "if the traced graph fails validation; torch.export otherwise), 'dynamo' (torch.export, opset >= 18) or "
+            "'torchscript' (opsets <= 20).",
         )
         # Choices are checked by check_options (one error line, exit 2), not by argparse.
         parser.add_argument(
@@ -290,7 +291,9 @@ class OnnxBackend(Backend):
         # Stateless parts were traced by the TorchScript engine for speed (exporter_onnx.convert): should one fail
         # validation, the plan is exported again with the dynamo engine.
         traced = [
-            name for name, info in infos.items() if info.engine == "torchscript" and info.opset >= DYNAMO_MIN_OPSET
+            name
+            for name, info in infos.items()
+            if info.engine == "torchscript" and info.opset >= DYNAMO_MIN_OPSET and info.fallback_reason is None
         ]
         retry = None
         if options["engine"] == "auto" and traced:

@@ -67,10 +67,14 @@ def torchscript_engine_available() -> bool:
     """Whether the installed torch still ships the TorchScript-based ONNX exporter (deprecated since torch 2.9)."""
     import importlib.util
 
-    try:
-        return importlib.util.find_spec("torch.onnx._internal.torchscript_exporter") is not None
-    except ImportError:
-        return False
+    # torch 2.9+ keeps it in torch.onnx._internal.torchscript_exporter; 2.6-2.8 in torch.onnx.utils.
+    for name in ("torch.onnx._internal.torchscript_exporter", "torch.onnx.utils"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except ImportError:
+            continue
+    return False
 
 
 def choose_engine(opset: int, engine: str = "auto", *, traceable: bool = False) -> str:
@@ -105,7 +109,8 @@ def is_traceable(config: OnnxConfig, dummy: Mapping[str, Any]) -> bool:
     from exporter_core.config import OnnxConfigWithPast
 
     names = [*config.inputs, *config.outputs]
-    if isinstance(config, OnnxConfigWithPast) or any(n.startswith(("past", "present")) for n in names):
+    architecture = getattr(config, "parent", config)  # an encoder-decoder's part config names its architecture's
+    if isinstance(architecture, OnnxConfigWithPast) or any(n.startswith(("past", "present")) for n in names):
         return False
     return all(isinstance(v, torch.Tensor) and not v.is_floating_point() for v in dummy.values())
 
@@ -452,9 +457,11 @@ def export_onnx(
         )
     path = Path(path)
     dummy = _on_device(config.generate_dummy_inputs(preprocessor, framework="pt"), _model_device(model))
-    chosen = choose_engine(opset, engine, traceable=weights is None and is_traceable(config, dummy))
     names = list(dummy)
     external = config.use_external_data_format(_count_parameters(model))
+    # Traced only below 2 GiB: past it the TorchScript engine writes a file per tensor, not one .data file.
+    traceable = weights is None and not external and is_traceable(config, dummy)
+    chosen = choose_engine(opset, engine, traceable=traceable)
     fallback_reason = None
     streamed: StreamedWeights | None = None
     stream_fallback = None
@@ -624,6 +631,10 @@ def export(
         preprocessor = tokenizer
     output = Path(output)
     with StagedOutput(output.parent) as staged:
-        info = export_onnx(model, config, staged.path / output.name, opset=opset, preprocessor=preprocessor)
+        # No validation follows here to catch a trace holding a traced shape: torch.export from opset 18, as before.
+        engine = "dynamo" if opset >= DYNAMO_MIN_OPSET else "auto"
+        info = export_onnx(
+            model, config, staged.path / output.name, opset=opset, engine=engine, preprocessor=preprocessor
+        )
         staged.commit(info.files)
     return info.input_names, info.output_names

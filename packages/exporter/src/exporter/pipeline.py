@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter_core import loading, plugins
-from exporter_core.backend import Backend, ExportedPart, ExportRequest, Retry, Tolerance, refuse_unknown_options
+from exporter_core.backend import (
+    Backend,
+    ExportedPart,
+    ExportRequest,
+    ExportResult,
+    Retry,
+    Tolerance,
+    refuse_unknown_options,
+)
 from exporter_core.description import write_description
 from exporter_core.errors import (
     BackendUnavailableError,
+    ExporterError,
     ExportError,
     InvalidArgumentError,
     OutputExistsError,
@@ -41,7 +50,7 @@ from exporter_core.progress import StageRecorder, peak_memory, recording, stage
 from exporter_core.task_detection import choose_feature
 
 if TYPE_CHECKING:  # pragma: no cover
-    from exporter_validate import ExportReport
+    from exporter_validate import ExportReport, ValidationReport
 
 __all__ = [
     "check_atol",
@@ -363,18 +372,30 @@ def _export_and_validate(
     atol: float | None,
     emit: Callable[[str], None],
     rtol: float | None = None,
+    allow_retry: bool = True,
 ) -> ExportReport:
-    """Let the backend write the plan into `staging`, then validate every part and run the plan's checks."""
-    from exporter_validate import ExportReport, validate_outputs
+    """Let the backend write the plan into `staging`, then validate every part and run the plan's checks.
 
-    backend_cls = type(backend)
+    When a part fails validation (or its artifact cannot run) and the backend offered a `Retry`, the export is done
+    again with the retry's options, once, from an empty staging folder, before any check runs on the bad files.
+    """
+    from exporter_validate import ExportReport
+
     request = ExportRequest(
         plan=plan, staging=staging, artifact_name=artifact, preprocessor=processor, options=backend_options
     )
-
-    def _retried(retry: Retry, failed: list[str]) -> ExportReport:
+    with stage(f"export ({backend_name})"):
+        result = backend.export(request)
+    dtype = result.metadata.get("dtype")
+    if isinstance(dtype, dict) and dtype.get("reason"):
+        emit(f"\t-[!] {dtype['reason']}")
+    _check_parts(backend_name, plan.parts, result.parts)
+    retry = result.retry if allow_retry else None
+    parts, failed = _validate_parts(result, plan, type(backend).display_name, processor, atol, rtol, emit, retry)
+    if retry is not None and failed:
         # The backend chose a faster way that gave a wrong graph (a traced shape held as a constant): it has a
-        # sturdier one, and the export is done again that way, once, from an empty staging folder.
+        # sturdier one. The first attempt's files and sessions go before the second export.
+        del result
         emit(f"\t-[!] {retry.reason}; exporting again")
         for written in staging.iterdir():
             shutil.rmtree(written) if written.is_dir() else written.unlink()
@@ -389,17 +410,43 @@ def _export_and_validate(
             atol,
             emit,
             rtol,
+            allow_retry=False,
         )
         again.metadata["retried"] = {"reason": retry.reason, "first_failures": failed[:20]}
         return again
+    runners = {exported.name: exported.runner for exported in result.parts}
+    # A part that changes the numbers by design (quantized, fp16) cannot promise token-for-token parity: its exact
+    # checks are run and reported as advisory, and the backend's task checks are the bar instead.
+    lossy = next((exported.tolerance for exported in result.parts if exported.tolerance is not None), None)
+    checks = [_run_check(check, runners, lossy) for check in [*plan.checks, *result.checks]]
+    export_report = ExportReport(
+        format=type(backend).display_name,
+        backend=backend_name,
+        feature=plan.feature,
+        parts=parts,
+        checks=checks,
+        metadata=result.metadata,
+    )
+    export_report.files = list(result.artifacts)
+    return export_report
 
-    with stage(f"export ({backend_name})"):
-        result = backend.export(request)
-    dtype = result.metadata.get("dtype")
-    if isinstance(dtype, dict) and dtype.get("reason"):
-        emit(f"\t-[!] {dtype['reason']}")
-    _check_parts(backend_name, plan.parts, result.parts)
-    parts = []
+
+def _validate_parts(
+    result: ExportResult,
+    plan: ExportPlan,
+    format_name: str,
+    processor: Any,
+    atol: float | None,
+    rtol: float | None,
+    emit: Callable[[str], None],
+    retry: Retry | None,
+) -> tuple[list[ValidationReport], list[str]]:
+    """Validate every written part at each of its scenarios; return the reports and one line per failure. With a
+    `retry` on offer, an artifact that cannot run at a scenario's inputs stops the validation as a failure (the
+    export is done again); without one, that error propagates."""
+    from exporter_validate import validate_outputs
+
+    parts: list[ValidationReport] = []
     for exported in result.parts:
         part = plan.part(exported.name)
         scenarios = exported.scenarios if exported.scenarios is not None else part.scenarios
@@ -419,41 +466,24 @@ def _export_and_validate(
                     preprocessor=processor,
                     atol=part_atol,
                     rtol=part_rtol,
-                    format_name=backend_cls.display_name,
+                    format_name=format_name,
                     inputs=scenario.inputs,
                     log=emit,
                     stage_name=f"validate {label}",
                 )
+            except (MemoryError, OSError, ExporterError):
+                raise  # the machine or the caller, not the graph: a second export would meet it again
             except Exception as exc:
-                if result.retry is None:
+                if retry is None:
                     raise
-                # A graph that cannot run at the validation's shapes (a traced shape held as a constant).
                 first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-                failure = f"{label}: the exported graph could not run ({type(exc).__name__}: {first_line})"
-                return _retried(result.retry, [failure])
+                return parts, [f"{label}: the exported graph could not run ({type(exc).__name__}: {first_line})"]
             part_report.artifact = exported.artifact
             part_report.part = label
             part_report.feature = plan.feature
             part_report.export_inputs = dict(exported.export_inputs)
             parts.append(part_report)
-    runners = {exported.name: exported.runner for exported in result.parts}
-    # A part that changes the numbers by design (quantized, fp16) cannot promise token-for-token parity: its exact
-    # checks are run and reported as advisory, and the backend's task checks are the bar instead.
-    lossy = next((exported.tolerance for exported in result.parts if exported.tolerance is not None), None)
-    checks = [_run_check(check, runners, lossy) for check in [*plan.checks, *result.checks]]
-    export_report = ExportReport(
-        format=backend_cls.display_name,
-        backend=backend_name,
-        feature=plan.feature,
-        parts=parts,
-        checks=checks,
-        metadata=result.metadata,
-    )
-    export_report.files = list(result.artifacts)
-    failed = [f"{p.part}: {failure}" for p in parts if not p.passed for failure in p.failures]
-    if result.retry is None or not failed:
-        return export_report
-    return _retried(result.retry, failed)
+    return parts, [f"{p.part}: {failure}" for p in parts if not p.passed for failure in p.failures]
 
 
 def _run_check(check: PlanCheck, runners: dict[str, PartRunner], lossy: Tolerance | None = None) -> CheckResult:
