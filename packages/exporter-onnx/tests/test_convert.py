@@ -148,6 +148,24 @@ def test_only_architectures_without_a_cache_and_parts_with_token_inputs_are_trac
     assert not is_traceable(encoder, tokens)
 
 
+def test_the_legacy_export_keeps_torch_export_from_opset_18(
+    bert: _Bert, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export()` (the old transformers.onnx API) validates nothing itself: no trace chosen for speed there."""
+    from exporter_onnx import convert
+
+    captured: list[int] = []
+    real = convert._capture_dynamo
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        captured.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "_capture_dynamo", recording)
+    convert.export(bert.tokenizer, bert.model, bert.config(), 18, tmp_path / "model.onnx")
+    assert captured == [18]
+
+
 def test_a_part_written_as_external_data_is_captured_not_traced(
     bert: _Bert, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

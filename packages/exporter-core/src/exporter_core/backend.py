@@ -100,7 +100,7 @@ class ExportedPart:
 @dataclass(frozen=True)
 class Retry:
     """How a backend would export the same plan the sturdier way when the way it chose for speed fails validation
-    (the ONNX backend traces stateless parts with the TorchScript-based engine, whose graph can hold a shape or a
+    (the ONNX backend traces text encoders with the TorchScript-based engine, whose graph can hold a shape or a
     branch of the traced inputs; ``torch.export`` captures them symbolically). The facade exports once more with
     `options` (the caller's backend options with these replaced) and says `reason` in the log and the report."""
 

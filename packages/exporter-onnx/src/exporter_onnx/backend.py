@@ -288,7 +288,7 @@ class OnnxBackend(Backend):
 
             metadata["variant"] = variants[plan.main.name] if len(plan.parts) == 1 else variants
             checks = task_checks(plan, request.preprocessor, variant.label, variant.thresholds())
-        # Stateless parts were traced by the TorchScript engine for speed (exporter_onnx.convert): should one fail
+        # Text parts were traced by the TorchScript engine for speed (exporter_onnx.convert): should one fail
         # validation, the plan is exported again with the dynamo engine.
         traced = [
             name

@@ -5,8 +5,8 @@ TorchScript-based exporter, for opsets up to 20, the only one for 14-17 that old
 per part: the TorchScript engine for a part of an architecture without a cache and with token inputs only
 (`is_traceable`: text encoders and classifiers) at opset 20 or below, because one trace costs a fraction of the
 dynamo engine's capture, decompositions, translation and optimizer passes (tiny BERT in process: 0.7 s against
-5.3 s) and onnxruntime runs its graph as fast; the dynamo engine for parts with a cache, float inputs (images,
-audio), streamed or held weights, and opsets above 20. A traced graph can hold a traced shape or branch as a
+5.3 s) and onnxruntime runs its graph as fast; the dynamo engine for decoders and encoder-decoders, float inputs
+(images, audio), streamed or held weights, parts written as external data, and opsets above 20. A traced graph can hold a traced shape or branch as a
 constant: the ONNX backend then offers the facade a retry with the dynamo engine (`exporter_core.backend.Retry`),
 taken when a part fails validation. An explicit opset is honoured exactly: the written file is checked to carry
 it. Capture and writing are separate steps: given a checkpoint to stream from (`exporter_onnx.streaming`), the
@@ -435,6 +435,7 @@ def export_onnx(
     preprocessor: Any = None,
     optimize: bool = True,
     weights: CheckpointWeights | None = None,
+    trace: bool = True,
 ) -> OnnxExportInfo:
     """Export `model` as described by `config` to `path` (and external data beside it when large).
 
@@ -442,6 +443,8 @@ def export_onnx(
     `weights` (the checkpoint `model` was loaded from, see `exporter_onnx.streaming.choose_streaming`) the dynamo
     engine captures on fake weights and writes the checkpoint's tensors into ``<name>.data`` one at a time; a
     part that cannot be streamed is exported the normal way (or refused, when streaming was asked for).
+    `trace` False: ``auto`` never picks the TorchScript engine for speed (callers that do not validate the file,
+    which is what would catch a traced shape held as a constant).
     """
     import onnx
     import torch
@@ -460,7 +463,7 @@ def export_onnx(
     names = list(dummy)
     external = config.use_external_data_format(_count_parameters(model))
     # Traced only below 2 GiB: past it the TorchScript engine writes a file per tensor, not one .data file.
-    traceable = weights is None and not external and is_traceable(config, dummy)
+    traceable = trace and weights is None and not external and is_traceable(config, dummy)
     chosen = choose_engine(opset, engine, traceable=traceable)
     fallback_reason = None
     streamed: StreamedWeights | None = None
@@ -632,9 +635,8 @@ def export(
     output = Path(output)
     with StagedOutput(output.parent) as staged:
         # No validation follows here to catch a trace holding a traced shape: torch.export from opset 18, as before.
-        engine = "dynamo" if opset >= DYNAMO_MIN_OPSET else "auto"
         info = export_onnx(
-            model, config, staged.path / output.name, opset=opset, engine=engine, preprocessor=preprocessor
+            model, config, staged.path / output.name, opset=opset, preprocessor=preprocessor, trace=False
         )
         staged.commit(info.files)
     return info.input_names, info.output_names
