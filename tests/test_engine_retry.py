@@ -56,21 +56,18 @@ def test_a_traced_graph_that_cannot_run_at_other_shapes_is_captured_again(cli, c
     from exporter_onnx import convert
 
     calls: list[str] = []
+    real_trace, real_export = convert._export_torchscript, torch.onnx.export
 
-    def traced_static(module: Any, dummy: dict[str, Any], config: Any, opset: int, path: Path) -> None:
+    def traced(*args: Any, **kwargs: Any) -> None:
         calls.append("torchscript")
-        names = list(dummy)
-        torch.onnx.export(
-            module,
-            tuple(dummy.values()),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=names,
-            output_names=list(config.outputs),
-        )
+        real_trace(*args, **kwargs)
 
-    monkeypatch.setattr(convert, "_export_torchscript", traced_static)
+    def without_dynamic_axes(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("dynamic_axes", None)  # the trace keeps the traced batch and length
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", without_dynamic_axes)
+    monkeypatch.setattr(convert, "_export_torchscript", traced)
     result = cli("onnx", "--model", str(checkpoint("bert")), str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert calls == ["torchscript"] and "exporting again" in result.stderr
