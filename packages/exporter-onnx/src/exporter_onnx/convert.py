@@ -288,19 +288,23 @@ def _capture_dynamo(module: Any, dummy: dict[str, Any], config: OnnxConfig, opse
     )
 
 
+def _failure(exc: BaseException) -> str:
+    """An exception as one short line for a fallback reason: its type and the first line of its message."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+
+
+def _remove_written(path: Path) -> None:
+    """Remove what an engine that failed may have written: the file and its external data."""
+    for written in (path, path.with_name(f"{path.name}.data")):
+        written.unlink(missing_ok=True)
+
+
 def _save_dynamo(program: Any, path: Path, external: bool) -> _Facts:
     """Write a captured program to `path` without debug metadata, its exact GELUs in the form ORT fuses."""
     _strip_debug_metadata(program)
     _reorder_erf_gelu(program)
     program.save(str(path), external_data=external)
     return _program_facts(program.model, path)
-
-
-def _write_dynamo(
-    module: Any, dummy: dict[str, Any], config: OnnxConfig, opset: int, optimize: bool, path: Path, external: bool
-) -> _Facts:
-    """Capture with the dynamo engine and write the graph to `path`."""
-    return _save_dynamo(_capture_dynamo(module, dummy, config, opset, optimize), path, external)
 
 
 def _export_torchscript(module: Any, dummy: dict[str, Any], config: OnnxConfig, opset: int, path: Path) -> None:
@@ -478,8 +482,7 @@ def export_onnx(
             except StreamFallback as exc:
                 stream_fallback = exc.reason
                 logger.warning("weights not streamed (%s); exporting them the normal way", exc.reason)
-                for written in (path, path.with_name(f"{path.name}.data")):
-                    written.unlink(missing_ok=True)
+                _remove_written(path)
         held = held_dtype(model)
         if held is not None and streamed is None:
             # Its weights are half precision and widened by hooks (exporter_core.precision): only a capture on fake
@@ -495,7 +498,7 @@ def export_onnx(
             except Exception as exc:  # torch.export refuses some graphs; the other engine may not
                 if engine != "auto":
                     raise ExportError(f"the dynamo engine could not capture {type(model).__name__}: {exc}") from exc
-                fallback_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                fallback_reason = _failure(exc)
                 logger.warning("dynamo engine failed (%s); exporting with the torchscript engine", fallback_reason)
                 if opset > TORCHSCRIPT_MAX_OPSET:
                     raise ExportError(
@@ -511,13 +514,13 @@ def export_onnx(
                 if engine != "auto" or opset < DYNAMO_MIN_OPSET or fallback_reason is not None:
                     raise ExportError(f"the torchscript engine could not export {type(model).__name__}: {exc}") from exc
                 # Chosen for speed: the dynamo engine captures what tracing cannot.
-                fallback_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                fallback_reason = _failure(exc)
                 logger.info("torchscript engine failed (%s); exporting with the dynamo engine", fallback_reason)
-                for written in (path, path.with_name(f"{path.name}.data")):
-                    written.unlink(missing_ok=True)
+                _remove_written(path)
                 chosen = "dynamo"
                 try:
-                    facts = _write_dynamo(module, dict(dummy), config, opset, optimize, path, external)
+                    program = _capture_dynamo(module, dict(dummy), config, opset, optimize)
+                    facts = _save_dynamo(program, path, external)
                 except Exception as again:
                     raise ExportError(
                         f"neither engine could export {type(model).__name__}: torchscript: {fallback_reason}; "
