@@ -233,3 +233,34 @@ def test_importing_the_facade_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "stream", "expected"),
+    [
+        (["features", "layoutlm"], 0, "stdout", "sequence-classification"),
+        (["features", "/nonexistent/checkpoint"], 2, "stderr", "error: "),
+    ],
+)
+def test_console_script_keeps_output_status_and_exit_handlers(argv, status, stream, expected):
+    # The console entry point skips the interpreter's teardown: what is printed (unflushed, into a pipe), the
+    # status and the atexit handlers must all survive that.
+    code = (
+        "import atexit, sys\n"
+        "from exporter import cli\n"
+        "atexit.register(lambda: print('exit handler ran', end=''))\n"
+        f"sys.argv = ['exporter', *{argv!r}]\n"
+        "cli.console()\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == status, done.stderr
+    assert expected in getattr(done, stream)
+    assert done.stdout.endswith("exit handler ran")
+    assert "not reached" not in done.stdout
+
+
+def test_console_script_lets_usage_errors_exit_through_argparse():
+    code = "import sys\nfrom exporter import cli\nsys.argv = ['exporter', '--no-such-option']\ncli.console()\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 2 and "usage: exporter" in done.stderr

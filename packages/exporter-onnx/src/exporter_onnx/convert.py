@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from exporter_core.errors import CheckpointError, ExportError, InvalidArgumentError, OpsetError, option_hint
 from exporter_core.modeling import argument_name, eager_attention_for_capture, export_module, prepared_for_export
 from exporter_core.output import StagedOutput
+from exporter_onnx.file_facts import FileFacts, read_facts
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter_core.config import OnnxConfig
@@ -299,7 +300,7 @@ def _remove_written(path: Path) -> None:
         written.unlink(missing_ok=True)
 
 
-def _save_dynamo(program: Any, path: Path, external: bool) -> _Facts:
+def _save_dynamo(program: Any, path: Path, external: bool) -> FileFacts:
     """Write a captured program to `path` without debug metadata, its exact GELUs in the form ORT fuses."""
     _strip_debug_metadata(program)
     _reorder_erf_gelu(program)
@@ -380,32 +381,15 @@ def save_with_external_data(model: Any, path: Path) -> None:
     )
 
 
-#: What `export_onnx` checks of the written file: (ai.onnx opset, graph input names, output names, external data).
-_Facts = tuple[int | None, list[str], list[str], bool]
-
-
-def _file_facts(path: Path) -> _Facts:
-    """`_Facts` of the ONNX file at `path`, read by parsing it (weights included unless external)."""
-    import onnx
-
-    written = onnx.load(str(path), load_external_data=False)
-    return (
-        next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), None),
-        [i.name for i in written.graph.input],
-        [o.name for o in written.graph.output],
-        any(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer),
-    )
-
-
-def _program_facts(model: Any, path: Path) -> _Facts:
-    """`_Facts` of the dynamo engine's in-memory model just saved to `path`, without parsing the file again.
+def _program_facts(model: Any, path: Path) -> FileFacts:
+    """`FileFacts` of the dynamo engine's in-memory model just saved to `path`, without reading the file again.
 
     Parsing a BERT-base's 440 MB protobuf back costs as long as the checker's own pass over it. The opset, names
     and initializers are those `save` serialised; external data is the ``<name>.data`` file `save` writes beside
     `path` when asked or past 2 GiB.
     """
     opsets = model.opset_imports
-    return (
+    return FileFacts(
         opsets.get("", opsets.get("ai.onnx")),
         [str(value.name) for value in model.graph.inputs],
         [str(value.name) for value in model.graph.outputs],
@@ -530,17 +514,16 @@ def export_onnx(
                 if external:
                     _move_weights_to_external_data(path)
     if chosen != "dynamo":
-        facts = _file_facts(path)
-    written_opset, graph_inputs, graph_outputs, external_written = facts
-    if written_opset != opset:
-        raise ExportError(f"asked for opset {opset} but the {chosen} engine wrote opset {written_opset}")
+        facts = read_facts(path)
+    if facts.opset != opset:
+        raise ExportError(f"asked for opset {opset} but the {chosen} engine wrote opset {facts.opset}")
     onnx.checker.check_model(str(path))
-    external = external or external_written
+    external = external or facts.external_data
     files = sorted(p.name for p in path.parent.iterdir() if p.is_file())
     return OnnxExportInfo(
         path=path,
-        input_names=[n for n in names if n in graph_inputs],
-        output_names=graph_outputs,
+        input_names=[n for n in names if n in facts.inputs],
+        output_names=facts.outputs,
         opset=opset,
         engine=chosen,
         external_data=external,
@@ -560,7 +543,7 @@ def _export_streamed(
     optimize: bool,
     weights: CheckpointWeights,
     path: Path,
-) -> tuple[StreamedWeights, _Facts]:
+) -> tuple[StreamedWeights, FileFacts]:
     """Capture `module` on fake weights, give its initializers the checkpoint's tensors, optimise as the engine
     does, and write the file with every weight streamed into external data. Raises `StreamFallback` when a weight
     cannot be streamed (the caller then exports the normal way)."""

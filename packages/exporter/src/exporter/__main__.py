@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from exporter.cli import main
+from exporter.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -14,6 +14,7 @@ is loaded. Every command's parser takes the global options too, so they go befor
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
@@ -22,7 +23,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from exporter_core import plugins
 from exporter_core.errors import (
@@ -490,3 +491,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     args.verbose = bool(getattr(args, "verbose", False)) or first.verbose
     return run_cli(args.func, args)
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process with `code` after the exit handlers, skipping the interpreter's own teardown.
+
+    Tearing down an interpreter that has imported torch, Transformers and onnxruntime takes about a second
+    (measured after a BERT-base export: 1.05 s from `main` returning to the process ending, 0.07 s this way; 0.58 s
+    for the import line ``import torch, onnx; from transformers import AutoModel`` alone), spent freeing what the
+    operating system frees at exit anyway. What a normal exit does that matters still happens: every
+    `atexit` handler runs (logging's flush, helper processes stopped, temporary folders removed by their
+    finalizers, file locks released) and the standard streams are flushed; the files an export writes are closed
+    when written. An interpreter without ``atexit._run_exitfuncs`` (not a documented function) exits normally.
+    """
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:  # pragma: no cover - CPython has had it since 3.0
+        sys.exit(code)
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream has nothing left to flush
+            stream.flush()
+    os._exit(code)
+
+
+def console() -> NoReturn:
+    """The ``exporter`` console script and ``python -m exporter``: `main`, then `exit_without_teardown`.
+
+    `main` raising (``--help`` and usage errors exit through argparse's SystemExit) leaves the normal exit."""
+    exit_without_teardown(main())

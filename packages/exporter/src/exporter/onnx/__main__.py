@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from exporter.cli import _setup_logging, add_common_arguments, export_command, run_cli
+from exporter.cli import _setup_logging, add_common_arguments, exit_without_teardown, export_command, run_cli
 
 __all__ = ["main"]
 
@@ -29,4 +29,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())
