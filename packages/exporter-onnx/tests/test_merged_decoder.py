@@ -196,19 +196,26 @@ def test_a_merge_with_its_branches_swapped_fails_validation(
     assert not parity.passed
 
 
-def _tiny_decoders(folder: Path) -> tuple[Path, Path]:
+def _tiny_decoders(folder: Path, width: int = 4, external: bool = False) -> tuple[Path, Path]:
     """Two hand-written decoder graphs: the first step's nodes out of order (as onnxruntime's float16 converter
-    leaves them), one weight under two names, a cross-attention weight the later step lacks."""
+    leaves them), one weight under two names, a cross-attention weight the later step lacks; weights of `width` x
+    `width`, in external data when `external`."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(5)
-    weight = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "first_weight")
-    bias = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "bias")
-    cross = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "cross_weight")
+    if width == 4:
+        weights = rng.standard_normal((4, 4)).astype(np.float32), rng.standard_normal((4, 4)).astype(np.float32)
+    else:  # large: cheap to make, distinct contents
+        weights = tuple(
+            (np.arange(width * width, dtype=np.float32).reshape(width, width) % (7 + i)) / 7 for i in range(2)
+        )
+    weight = numpy_helper.from_array(weights[0], "first_weight")
+    bias = numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "bias")
+    cross = numpy_helper.from_array(weights[1], "cross_weight")
 
     def value(name: str) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 4])
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
 
     first = helper.make_graph(
         [
@@ -237,7 +244,8 @@ def _tiny_decoders(folder: Path) -> tuple[Path, Path]:
     )
     paths = folder / DECODER_FILE, folder / DECODER_WITH_PAST_FILE
     for graph, path in zip((first, later), paths, strict=True):
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(model, str(path), save_as_external_data=external, location=f"{path.name}.data")
     return paths
 
 
@@ -272,6 +280,66 @@ def test_merge_shares_weights_by_content_and_runs_each_graph(tmp_path: Path) -> 
     expected, got = later({"input_ids": ids, **past}), step({"input_ids": ids, **past})
     assert all(np.array_equal(got[name], expected[name]) for name in expected)
     assert np.array_equal(got["present.0.encoder.key"], past["past_key_values.0.encoder.key"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_merge_of_large_decoders_streams_their_weights(tmp_path: Path) -> None:
+    # Two graphs of 64 MiB weights each (one shared under two names, one only in the first step), in external data
+    # in another folder: the merge hashes and copies them a chunk at a time, so the process's peak resident memory
+    # grows by far less than one weight (loading the graphs with their weights grows it by three or more). Linux
+    # only: the peak is reset through /proc/self/clear_refs.
+    import json
+    import subprocess
+    import sys
+
+    import onnx
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    width = 4096
+    first_path, later_path = _tiny_decoders(sources, width=width, external=True)
+    merged_path = tmp_path / "merged" / MERGED_FILE
+    merged_path.parent.mkdir()
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "import onnx, onnx.numpy_helper, onnx.external_data_helper\n"
+        "from exporter_onnx.merge import merge_decoders\n"
+        "def peak_kib():\n"
+        "    status = Path('/proc/self/status').read_text().splitlines()\n"
+        "    return int(next(line.split()[1] for line in status if line.startswith('VmHWM:')))\n"
+        "Path('/proc/self/clear_refs').write_text('5')  # the peak resident set starts again from the current one\n"
+        "before = peak_kib()\n"
+        "merge_decoders(*(Path(p) for p in sys.argv[1:]))\n"
+        "print(json.dumps([before, peak_kib()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(first_path), str(later_path), str(merged_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    weight_kib = width * width * 4 // 1024
+    assert after - before < weight_kib / 2, f"peak RSS grew by {after - before} KiB merging {weight_kib} KiB weights"
+
+    assert not any(sources.iterdir()), "the sources and their external data are removed"
+    data = merged_path.with_name(f"{merged_path.name}.data")
+    assert 2 * weight_kib * 1024 <= data.stat().st_size < 2 * weight_kib * 1024 + 2**20, "each weight stored once"
+    merged = onnx.load(str(merged_path))
+    by_name = {t.name: onnx.numpy_helper.to_array(t) for t in merged.graph.initializer}
+    assert set(by_name) == {"first_weight", "bias"}
+    expected = (np.arange(width * width, dtype=np.float32).reshape(width, width) % 7) / 7
+    assert np.array_equal(by_name["first_weight"], expected)
+    structure = onnx.load(str(merged_path), load_external_data=False)
+    branches = [a.g for node in structure.graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+    placed = {}
+    for tensor in [*structure.graph.initializer, *(t for g in branches for t in g.initializer)]:
+        entries = {e.key: int(e.value) for e in tensor.external_data if e.key in ("offset", "length")}
+        placed[tensor.name] = (entries["offset"], entries["length"])
+    assert sorted(placed) == ["bias", "first_weight", "no_past/cross_weight"]
+    assert all(offset % 65536 == 0 for offset, length in placed.values() if length > 2**20), "large ones aligned"
 
 
 # -- matrix tier: the other families' decoders merged ------------------------------------------------------------------
