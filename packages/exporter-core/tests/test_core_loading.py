@@ -183,3 +183,29 @@ def test_load_preprocessor_auto_returns_the_saved_tokenizer(bert_checkpoint: Pat
 def test_load_preprocessor_refuses_an_unknown_kind(bert_checkpoint: Path) -> None:
     with pytest.raises(UnsupportedFeatureError, match="unknown preprocessor 'tokeniser'"):
         loading.load_preprocessor(bert_checkpoint, "tokeniser")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values", "flagged"),
+    [
+        ("float32", [1.0, float("nan")], True),
+        ("float32", [1.0, float("inf")], True),
+        ("float32", [float("inf"), float("-inf")], True),  # the two make the sum NaN, not Inf
+        ("float32", [3e38] * 10, False),  # finite values whose float32 sum overflows: not damaged
+        ("float16", [65504.0] * 100, False),
+        ("float16", [1.0, float("-inf")], True),
+        ("bfloat16", [3e38] * 10, False),
+        ("bfloat16", [2.0, float("nan")], True),
+        ("float64", [1e308] * 4, False),
+    ],
+)
+def test_nonfinite_weights_are_found_exactly(dtype, values, flagged):
+    import torch
+
+    from exporter_core.loading import _nonfinite_weights
+
+    model = torch.nn.Module()
+    model.weight = torch.nn.Parameter(torch.tensor(values, dtype=getattr(torch, dtype)), requires_grad=False)
+    model.clean = torch.nn.Parameter(torch.ones(4, dtype=getattr(torch, dtype)), requires_grad=False)
+    model.register_buffer("mask", torch.tensor([float("-inf")]))  # buffers are not checked
+    assert _nonfinite_weights(model) == (["weight"] if flagged else [])
