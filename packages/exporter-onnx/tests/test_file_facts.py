@@ -71,10 +71,11 @@ def test_a_truncated_file_is_refused(tmp_path):
         read_facts(path)
 
 
-@pytest.mark.parametrize("cut", [1, 2, 7, 100, 1000])
-def test_a_file_cut_anywhere_is_refused_with_value_error(tmp_path, cut):
+@pytest.mark.parametrize("cut", [1, 2, 7, 100, 1000, "all"])
+def test_a_file_cut_inside_a_field_is_refused_with_value_error(tmp_path, cut):
+    # (a file cut exactly between two fields reads as a shorter model: the caller checks the opset it finds)
     path = tmp_path / "model.onnx"
     onnx.save_model(_model([("", 17)], ["x"], np.ones((16, 16), np.float32)), str(path))
-    path.write_bytes(path.read_bytes()[:-cut])
+    path.write_bytes(b"" if cut == "all" else path.read_bytes()[:-cut])
     with pytest.raises(ValueError, match="malformed protobuf"):
         read_facts(path)

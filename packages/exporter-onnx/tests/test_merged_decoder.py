@@ -313,13 +313,22 @@ def test_merge_of_large_decoders_streams_their_weights(tmp_path: Path) -> None:
         "merge_decoders(*(Path(p) for p in sys.argv[1:]))\n"
         "print(json.dumps([before, peak_kib()]))\n"
     )
+    expected = {}
+    for source in (first_path, later_path):
+        for tensor in onnx.load(str(source)).graph.initializer:
+            expected[("no_past/" if source == first_path else "with_past/") + tensor.name] = onnx.numpy_helper.to_array(
+                tensor
+            )
     done = subprocess.run(
         [sys.executable, "-c", code, str(first_path), str(later_path), str(merged_path)],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=300,
     )
+    if done.returncode and "clear_refs" in done.stderr:
+        pytest.skip("this kernel does not let a process reset its peak resident set")
+    assert done.returncode == 0, done.stderr
     before, after = json.loads(done.stdout.strip().splitlines()[-1])
     weight_kib = width * width * 4 // 1024
     assert after - before < weight_kib / 2, f"peak RSS grew by {after - before} KiB merging {weight_kib} KiB weights"
@@ -327,11 +336,15 @@ def test_merge_of_large_decoders_streams_their_weights(tmp_path: Path) -> None:
     assert not any(sources.iterdir()), "the sources and their external data are removed"
     data = merged_path.with_name(f"{merged_path.name}.data")
     assert 2 * weight_kib * 1024 <= data.stat().st_size < 2 * weight_kib * 1024 + 2**20, "each weight stored once"
-    merged = onnx.load(str(merged_path))
-    by_name = {t.name: onnx.numpy_helper.to_array(t) for t in merged.graph.initializer}
-    assert set(by_name) == {"first_weight", "bias"}
-    expected = (np.arange(width * width, dtype=np.float32).reshape(width, width) % 7) / 7
-    assert np.array_equal(by_name["first_weight"], expected)
+    merged = onnx.load(str(merged_path))  # every tensor, branches included, read back from the merged data
+    branches = [a.g for node in merged.graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in merged.graph.initializer}
+    got |= {t.name: onnx.numpy_helper.to_array(t) for g in branches for t in g.initializer}
+    assert sorted(got) == ["bias", "first_weight", "no_past/cross_weight"]
+    for name, values in got.items():
+        source = name if "/" in name else "no_past/" + name
+        assert np.array_equal(values, expected[source]), name
+    assert np.array_equal(got["first_weight"], expected["with_past/val_7"]), "the shared weight is both graphs'"
     structure = onnx.load(str(merged_path), load_external_data=False)
     branches = [a.g for node in structure.graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
     placed = {}
@@ -340,6 +353,79 @@ def test_merge_of_large_decoders_streams_their_weights(tmp_path: Path) -> None:
         placed[tensor.name] = (entries["offset"], entries["length"])
     assert sorted(placed) == ["bias", "first_weight", "no_past/cross_weight"]
     assert all(offset % 65536 == 0 for offset, length in placed.values() if length > 2**20), "large ones aligned"
+
+
+def test_merge_writes_packed_and_half_precision_weights_as_onnx_stores_them(tmp_path: Path) -> None:
+    # Inline int4 (packed two to a byte) and float16 weights of 1 KiB and more move to the merged file's data in
+    # their stored form: onnxruntime loads the file and each branch computes what its source graph computes.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporter_onnx.merge import merge_decoders
+    from exporter_onnx.runtime import MergedDecoderStep, OnnxRuntimeRunner
+
+    width = 64
+    rng = np.random.default_rng(7)
+    quantized = helper.make_tensor("q", TensorProto.INT4, [width, width], rng.integers(-8, 8, width * width))
+    scale = numpy_helper.from_array(np.float32(0.05), "scale")
+    half = numpy_helper.from_array(rng.standard_normal(width * 8).astype(np.float16)[:width], "half_bias")
+    half_big = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float16), "half_weight")
+
+    def value(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
+
+    # (the dequantized weight is summed, not multiplied: onnxruntime would fuse DequantizeLinear + MatMul into
+    # MatMulNBits, which wants its weight inside the branch)
+    axes = numpy_helper.from_array(np.array([0], dtype=np.int64), "axes")
+    shared_nodes = [
+        helper.make_node("DequantizeLinear", ["q", "scale"], ["w"]),
+        helper.make_node("ReduceSum", ["w", "axes"], ["w_sum"], keepdims=0),
+        helper.make_node("Cast", ["half_weight"], ["w2"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["half_bias"], ["b"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["input_ids", "w2"], ["h"]),
+        helper.make_node("Add", ["h", "w_sum"], ["h2"]),
+        helper.make_node("Add", ["h2", "b"], ["logits"]),
+    ]
+    first = helper.make_graph(
+        [*shared_nodes, helper.make_node("Relu", ["input_ids"], ["present.0.decoder.key"])],
+        "first",
+        [value("input_ids")],
+        [value("logits"), value("present.0.decoder.key")],
+        [quantized, scale, half, half_big, axes],
+    )
+    later = helper.make_graph(
+        [
+            *shared_nodes,
+            helper.make_node("Add", ["input_ids", "past_key_values.0.decoder.key"], ["present.0.decoder.key"]),
+        ],
+        "later",
+        [value("input_ids"), value("past_key_values.0.decoder.key")],
+        [value("logits"), value("present.0.decoder.key")],
+        [quantized, scale, half, half_big, axes],
+    )
+    paths = tmp_path / DECODER_FILE, tmp_path / DECODER_WITH_PAST_FILE
+    for graph, path in zip((first, later), paths, strict=True):
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    ids = rng.standard_normal((2, width)).astype(np.float32)
+    past = {"past_key_values.0.decoder.key": ids * 3}
+    expected = {
+        False: OnnxRuntimeRunner(paths[0])({"input_ids": ids}),
+        True: OnnxRuntimeRunner(paths[1])({"input_ids": ids, **past}),
+    }
+    info = merge_decoders(*paths, tmp_path / MERGED_FILE)
+    assert info.shared_initializers == 5
+    assert info.weight_bytes == width * width // 2 + 4 + width * 2 + width * width * 2 + 8
+    structure = onnx.load(str(tmp_path / MERGED_FILE), load_external_data=False)
+    lengths = {
+        t.name: int(next(e.value for e in t.external_data if e.key == "length"))
+        for t in structure.graph.initializer
+        if t.data_location == TensorProto.EXTERNAL
+    }
+    assert lengths == {"q": width * width // 2, "half_weight": width * width * 2}, "stored form, packed"
+    merged = OnnxRuntimeRunner(tmp_path / MERGED_FILE)
+    for use_cache, feeds in ((False, {"input_ids": ids}), (True, {"input_ids": ids, **past})):
+        got = MergedDecoderStep(merged, use_cache=use_cache)(feeds)
+        assert all(np.array_equal(got[name], expected[use_cache][name]) for name in expected[use_cache])
 
 
 # -- matrix tier: the other families' decoders merged ------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -253,7 +254,11 @@ def test_console_script_keeps_output_status_and_exit_handlers(argv, status, stre
         "cli.console()\n"
         "print('not reached')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    # Block-buffered stdout (PYTHONUNBUFFERED would flush every write and hide a missing flush).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120, env=env
+    )
     assert done.returncode == status, done.stderr
     assert expected in getattr(done, stream)
     assert done.stdout.endswith("exit handler ran")
@@ -264,3 +269,31 @@ def test_console_script_lets_usage_errors_exit_through_argparse():
     code = "import sys\nfrom exporter import cli\nsys.argv = ['exporter', '--no-such-option']\ncli.console()\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 2 and "usage: exporter" in done.stderr
+
+
+def test_console_script_reports_a_failed_write_of_its_output():
+    # stdout is /dev/full: the features list cannot be written, and the success becomes status 120 (Python's own).
+    code = "import sys\nfrom exporter import cli\nsys.argv = ['exporter', 'features', 'layoutlm']\ncli.console()\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", code], stdout=full, stderr=subprocess.PIPE, check=False, timeout=120, env=env
+        )
+    assert done.returncode == 120
+
+
+def test_console_script_waits_for_running_threads_as_a_normal_exit_does(tmp_path):
+    marker = tmp_path / "written-by-thread"
+    code = (
+        "import sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from exporter import cli\n"
+        f"threading.Thread(target=lambda: (time.sleep(0.5), Path({str(marker)!r}).write_text('done'))).start()\n"
+        "sys.argv = ['exporter', 'features', 'layoutlm']\n"
+        "cli.console()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "done"

@@ -87,6 +87,8 @@ def _is_external(data: mmap.mmap | bytes, start: int, end: int) -> bool:
 
 def read_facts(path: str | Path) -> FileFacts:
     """`FileFacts` of the ONNX file at `path`. Raises ValueError when the file is not a well-formed protobuf."""
+    if Path(path).stat().st_size == 0:
+        raise ValueError("malformed protobuf: the file is empty")
     with Path(path).open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         opset = None
         graph = None

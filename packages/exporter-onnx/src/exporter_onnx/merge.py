@@ -136,20 +136,31 @@ _Content = tuple[int, tuple[int, ...], str]
 
 
 def _content(tensor: onnx.TensorProto) -> tuple[_Content, int]:
-    """(the tensor's `_Content`, its size in bytes). A tensor in external data (its location made absolute by
-    `_load_structure`) is hashed from its file, a chunk at a time: its values are never held in memory."""
-    from onnx import numpy_helper
+    """(the tensor's `_Content`, its size in bytes), from the bytes ONNX stores for its values (`_stored_bytes`):
+    a tensor in external data (its location made absolute by `_load_structure`) is hashed from its file, a chunk
+    at a time, its values never held in memory; an inline one and an external one of the same values hash alike."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in _stored_bytes(tensor):
+        digest.update(chunk)
+        size += len(chunk)
+    return (tensor.data_type, tuple(tensor.dims), digest.hexdigest()), size
+
+
+def _stored_bytes(tensor: onnx.TensorProto) -> Iterator[bytes]:
+    """The tensor's values as ONNX stores them in ``raw_data`` or external data (little-endian, 4-bit types packed
+    two to a byte): read from its external file in chunks, or serialised from the inline tensor (`onnx_ir` packs
+    what ``numpy_helper.to_array`` would unpack, a byte per 4-bit value)."""
     from onnx.external_data_helper import uses_external_data
 
     if uses_external_data(tensor):
-        digest = hashlib.sha256()
-        size = 0
-        for chunk in _external_chunks(tensor):
-            digest.update(chunk)
-            size += len(chunk)
-        return (tensor.data_type, tuple(tensor.dims), digest.hexdigest()), size
-    values = numpy_helper.to_array(tensor)
-    return (tensor.data_type, tuple(tensor.dims), hashlib.sha256(values.tobytes()).hexdigest()), int(values.nbytes)
+        yield from _external_chunks(tensor)
+    elif tensor.HasField("raw_data"):
+        yield tensor.raw_data
+    else:
+        import onnx_ir as ir
+
+        yield ir.serde.deserialize_tensor(tensor).tobytes()
 
 
 #: Bytes read at a time from a source's external data (hashing and copying).
@@ -163,16 +174,13 @@ def _external_entries(tensor: onnx.TensorProto) -> dict[str, str]:
 def _external_chunks(tensor: onnx.TensorProto) -> Iterator[bytes]:
     """The bytes of an external tensor (absolute location), in chunks of at most `_CHUNK`: read with plain file
     reads, not a memory map, so that the pages read stay in the page cache and out of this process's memory."""
-    import math
-
-    from onnx.helper import tensor_dtype_to_np_dtype
-
     entries = _external_entries(tensor)
-    offset = int(entries.get("offset", 0))
-    if "length" in entries:
-        length = int(entries["length"])
-    else:
-        length = math.prod(tensor.dims) * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    if "length" not in entries:
+        raise ExportError(
+            f"weight {tensor.name!r} is in external data without a length; the decoder graphs cannot be merged "
+            "(use --no-merge)"
+        )
+    offset, length = int(entries.get("offset", 0)), int(entries["length"])
     with open(entries["location"], "rb") as file:
         file.seek(offset)
         while length > 0:
@@ -205,53 +213,67 @@ def _graph_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, b
 
 def _load_structure(path: Path) -> tuple[onnx.ModelProto, set[Path]]:
     """The model at `path` without its external data loaded, each external tensor's location made absolute (the
-    two sources and the merged file need not share a folder); and the external-data files it reads."""
+    two sources and the merged file need not share a folder); and the external-data files it reads. A location
+    must name a file inside the model's folder (what ``onnx.load`` also requires): the merge reads those files and
+    then deletes them."""
     import onnx
     from onnx.external_data_helper import uses_external_data
 
     model = onnx.load(str(path), load_external_data=False)
+    folder = path.parent.resolve()
     files: set[Path] = set()
     for tensor, _ in _graph_tensors(model.graph):
         if uses_external_data(tensor):
             for entry in tensor.external_data:
                 if entry.key == "location":
-                    location = (path.parent / entry.value).resolve()
+                    location = (folder / entry.value).resolve()
+                    if Path(entry.value).is_absolute() or location.parent != folder or not location.is_file():
+                        raise ExportError(
+                            f"{path.name}: weight {tensor.name!r} has its data in {entry.value!r}, not a file "
+                            "beside the model; the decoder graphs cannot be merged (use --no-merge)"
+                        )
                     entry.value = str(location)
                     files.add(location)
+    for function in model.functions:
+        for node in function.node:
+            for attribute in node.attribute:
+                tensors = [attribute.t] if attribute.type == onnx.AttributeProto.TENSOR else attribute.tensors
+                if any(uses_external_data(tensor) for tensor in tensors):
+                    raise ExportError(
+                        f"{path.name}: function {function.name!r} holds a tensor in external data, which the merge "
+                        "does not move; use --no-merge"
+                    )
     return model, files
 
 
 def _save_streaming_weights(model: onnx.ModelProto, path: Path) -> None:
-    """Write `model` to `path`, every tensor of 1 KiB or more in one ``<name>.data`` file beside it: a tensor
+    """Write `model` to `path`, every initializer of 1 KiB or more in one ``<name>.data`` file beside it: a tensor
     already in external data is copied there from its source file a chunk at a time, an inline one written there
-    from the (small) graph. Tensors over 1 MiB start at 64 KiB-aligned offsets, as `save_with_external_data` lays
-    them out, so that ONNX Runtime can memory-map them. Tensors held by node attributes stay inline, as
-    ``onnx.save_model`` leaves them."""
+    from the (small) graph, each as ONNX stores it (`_stored_bytes`). Tensors over 1 MiB start at 64 KiB-aligned
+    offsets, as `save_with_external_data` lays them out, so that ONNX Runtime can memory-map them. Tensors held by
+    node attributes stay inline (as ``onnx.save_model`` leaves them) unless they were external already."""
     import onnx
-    from onnx import numpy_helper
     from onnx.external_data_helper import uses_external_data
 
     data_path = path.with_name(f"{path.name}.data")
+    moved = []
+    for tensor, initializer in _graph_tensors(model.graph):
+        if uses_external_data(tensor):
+            if Path(_external_entries(tensor)["location"]) == data_path.resolve():
+                # Checked before the file is opened for writing, which would empty it.
+                raise ExportError(f"a decoder graph's weights are in {data_path.name}, the merged file's own")
+            moved.append(tensor)
+        elif initializer and tensor.data_type != onnx.TensorProto.STRING and _stored_size(tensor) >= 1024:
+            moved.append(tensor)
     offset = 0
     with data_path.open("wb") as data:
-        for tensor, initializer in _graph_tensors(model.graph):
-            if uses_external_data(tensor):
-                entries = _external_entries(tensor)
-                if Path(entries["location"]) == data_path.resolve():
-                    raise ExportError(f"a decoder graph's weights are in {data_path.name}, the merged file's own")
-                size = int(entries["length"]) if "length" in entries else _tensor_bytes(tensor)
-                chunks: Iterator[bytes] = _external_chunks(tensor)
-            elif initializer and tensor.data_type != onnx.TensorProto.STRING and _inline_bytes(tensor) >= 1024:
-                values = numpy_helper.to_array(tensor).tobytes()
-                size, chunks = len(values), iter([values])
-            else:
-                continue
-            if offset % 65536 and size > 2**20:
+        for tensor in moved:
+            if offset % 65536 and _stored_size(tensor) > 2**20:
                 padding = 65536 - offset % 65536
                 data.write(b"\0" * padding)
                 offset += padding
             start = offset
-            for chunk in chunks:
+            for chunk in _stored_bytes(tensor):
                 data.write(chunk)
                 offset += len(chunk)
             for field_name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
@@ -264,20 +286,23 @@ def _save_streaming_weights(model: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+def _stored_size(tensor: onnx.TensorProto) -> int:
+    """Bytes of the tensor's values as stored: an external tensor's ``length``, else its element count times its
+    element bits (sub-byte types packed), rounded up to a byte."""
     import math
 
+    import onnx
+    from onnx.external_data_helper import uses_external_data
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    return math.prod(tensor.dims) * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-
-
-def _inline_bytes(tensor: onnx.TensorProto) -> int:
-    """The size of an inline tensor's values (0 for a type without a fixed size)."""
-    try:
-        return _tensor_bytes(tensor)
-    except (KeyError, TypeError, ValueError):
-        return 0
+    if uses_external_data(tensor):
+        return int(_external_entries(tensor).get("length", 0))
+    packed = {"INT4": 4, "UINT4": 4, "FLOAT4E2M1": 4, "INT2": 2, "UINT2": 2}
+    bits = {getattr(onnx.TensorProto, name): n for name, n in packed.items() if hasattr(onnx.TensorProto, name)}
+    count = math.prod(tensor.dims)
+    if tensor.data_type in bits:
+        return (count * bits[tensor.data_type] + 7) // 8
+    return count * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 @dataclass
