@@ -19,7 +19,7 @@ import pytest
 
 from exporter_core.architectures.encoders import BertOnnxConfig
 from exporter_core.errors import ExportError, InvalidArgumentError, OpsetError, UserError
-from exporter_onnx.convert import DYNAMO_MIN_OPSET, TORCHSCRIPT_MAX_OPSET, choose_engine
+from exporter_onnx.engines import DYNAMO_MIN_OPSET, TORCHSCRIPT_MAX_OPSET, choose_engine
 
 _BERT_SIZES = {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 6, "intermediate_size": 61}
 
@@ -117,9 +117,9 @@ def test_auto_traces_traceable_parts_up_to_the_torchscript_engine_s_opset(opset:
 def test_auto_captures_traceable_parts_with_dynamo_when_torch_lost_the_torchscript_engine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from exporter_onnx import convert
+    from exporter_onnx import engines
 
-    monkeypatch.setattr(convert, "torchscript_engine_available", lambda: False)
+    monkeypatch.setattr(engines, "torchscript_engine_available", lambda: False)
     assert choose_engine(18, "auto", traceable=True) == "dynamo"
     assert choose_engine(17, "auto", traceable=True) == "torchscript"  # the only engine for opsets below 18
 
@@ -129,7 +129,7 @@ def test_only_architectures_without_a_cache_and_parts_with_token_inputs_are_trac
     from transformers import AutoConfig
 
     from exporter_core.architectures.decoders import GPT2OnnxConfig
-    from exporter_onnx.convert import is_traceable
+    from exporter_onnx.engines import is_traceable
 
     tokens = {"input_ids": torch.zeros(2, 8, dtype=torch.long), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
     config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=2)
@@ -208,7 +208,7 @@ def test_choose_engine_refuses_pairs_no_engine_can_write() -> None:
 
 
 def _refusals() -> list[Any]:
-    from exporter_onnx.convert import max_opset
+    from exporter_onnx.engines import max_opset
 
     return [
         pytest.param(13, "auto", "needs at least 14 .*; pass (--opset |opset=)14 or higher", id="below-minimum"),

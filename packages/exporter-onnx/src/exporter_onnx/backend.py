@@ -156,7 +156,7 @@ class OnnxBackend(Backend):
         if opset is not None:
             # An opset no engine (or not this engine, or not the installed onnx) writes is refused here, before a
             # model is loaded; the architecture's own lowest opset is checked once its config is known.
-            from exporter_onnx.convert import choose_engine, max_opset
+            from exporter_onnx.engines import choose_engine, max_opset
 
             if opset < 1:
                 raise InvalidArgumentError(
@@ -200,7 +200,7 @@ class OnnxBackend(Backend):
         opset asked for or the architecture's default): the capture then runs on fake float32 weights and the
         model is only the validation's reference, which a half-precision checkpoint can be without a float32 copy
         of it."""
-        from exporter_onnx.convert import DYNAMO_MIN_OPSET
+        from exporter_onnx.engines import DYNAMO_MIN_OPSET
         from exporter_onnx.streaming import streaming_checkpoint
 
         opset = options.get("opset") or getattr(config_cls, "default_opset", None)
@@ -212,7 +212,8 @@ class OnnxBackend(Backend):
     def export(self, request: ExportRequest) -> ExportResult:
         """Export every part of the plan to its own file (external data beside it when large); the two decoder
         steps of an encoder-decoder with past then become one file (`exporter_onnx.merge`) unless ``merge`` is off."""
-        from exporter_onnx.convert import DYNAMO_MIN_OPSET, export_onnx
+        from exporter_onnx.convert import export_onnx
+        from exporter_onnx.engines import DYNAMO_MIN_OPSET
         from exporter_onnx.runtime import OnnxRuntimeRunner
         from exporter_onnx.streaming import choose_streaming, runner_options
         from exporter_onnx.variants import check_variant_options, with_checkpoint_dtype
