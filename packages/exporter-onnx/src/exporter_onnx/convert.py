@@ -1,16 +1,16 @@
 """ONNX conversion: capture the graph with ``torch.onnx``, write it, check it.
 
-Two engines: ``dynamo`` (torch.export + onnxscript, for opset 18 and above) and ``torchscript`` (the TorchScript-
-based exporter, for opsets up to 20, the only one for 14-17 that older runtimes need); the choice's rules are in
-`exporter_onnx.engines`. ``auto`` picks, per part: the TorchScript engine for a part of an architecture without a
-cache and with token inputs only (`is_traceable`: text encoders and classifiers) at opset 20 or below, because one
-trace costs a fraction of the dynamo engine's capture, decompositions, translation and optimizer passes (tiny BERT
-in process: 0.7 s against 5.3 s) and onnxruntime runs its graph as fast; the dynamo engine for decoders and encoder-
-decoders, float inputs (images, audio), streamed or held weights, parts written as external data, and opsets above
-20. A traced graph can hold a traced shape or branch as a constant: the ONNX backend then offers the facade a retry
-with the dynamo engine (`exporter_core.backend.Retry`), taken when a part fails validation. An explicit opset is
-honoured exactly: the written file is checked to carry it. Capture and writing are separate steps: given a
-checkpoint to stream from (`exporter_onnx.streaming`), the dynamo engine captures on fake weights and the
+Two engines: ``dynamo`` (torch.export + onnxscript, for opset 18 and above) and ``torchscript`` (the
+TorchScript-based exporter, for opsets up to 20, the only one for 14-17 that older runtimes need); the choice's
+rules are in `exporter_onnx.engines`. ``auto`` picks, per part: the TorchScript engine for a part of an architecture
+without a cache and with token inputs only (`is_traceable`: text encoders and classifiers) at opset 20 or below,
+because one trace costs a fraction of the dynamo engine's capture, decompositions, translation and optimizer passes
+(tiny BERT in process: 0.7 s against 5.3 s) and onnxruntime runs its graph as fast; the dynamo engine for decoders
+and encoder-decoders, float inputs (images, audio), streamed or held weights, parts written as external data, and
+opsets above 20. A traced graph can hold a traced shape or branch as a constant: the ONNX backend then offers the
+facade a retry with the dynamo engine (`exporter_core.backend.Retry`), taken when a part fails validation. An
+explicit opset is honoured exactly: the written file is checked to carry it. Capture and writing are separate steps:
+given a checkpoint to stream from (`exporter_onnx.streaming`), the dynamo engine captures on fake weights and the
 checkpoint's tensors are written into external data one at a time.
 """
 
