@@ -106,10 +106,6 @@ class Retry:
 
     options: dict[str, Any]
     reason: str
-    #: Taken only when an artifact cannot run at a scenario's inputs, not for numbers out of tolerance: set when
-    #: the export changes the numbers on purpose (a quantized or half-precision variant), whose differences are
-    #: the variant's and would be the same after a second export.
-    only_when_unrunnable: bool = False
 
 
 @dataclass

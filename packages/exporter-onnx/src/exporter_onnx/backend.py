@@ -302,9 +302,6 @@ class OnnxBackend(Backend):
                 options={"engine": "dynamo"},
                 reason=f"the TorchScript engine traced {', '.join(traced)} for speed and the graph failed validation; "
                 "the dynamo engine captures shapes symbolically",
-                # A quantized or half-precision variant's differences are its own: a second export would repeat
-                # them. Only a graph that cannot run at other shapes is the trace's doing for sure.
-                only_when_unrunnable=variant.tolerance() is not None,
             )
         return ExportResult(
             artifacts=files,

@@ -391,10 +391,8 @@ def _export_and_validate(
         emit(f"\t-[!] {dtype['reason']}")
     _check_parts(backend_name, plan.parts, result.parts)
     retry = result.retry if allow_retry else None
-    parts, failed, unrunnable = _validate_parts(
-        result, plan, type(backend).display_name, processor, atol, rtol, emit, retry
-    )
-    if retry is not None and failed and (unrunnable or not retry.only_when_unrunnable):
+    parts, failed = _validate_parts(result, plan, type(backend).display_name, processor, atol, rtol, emit, retry)
+    if retry is not None and failed:
         # The backend chose a faster way that gave a wrong graph (a traced shape held as a constant): it has a
         # sturdier one. The first attempt's files and sessions go before the second export.
         del result
@@ -442,10 +440,10 @@ def _validate_parts(
     rtol: float | None,
     emit: Callable[[str], None],
     retry: Retry | None,
-) -> tuple[list[ValidationReport], list[str], bool]:
-    """Validate every written part at each of its scenarios; return the reports, one line per failure, and whether
-    an artifact could not run. With a `retry` on offer, an artifact that cannot run at a scenario's inputs stops
-    the validation as a failure (the export is done again); without one, that error propagates."""
+) -> tuple[list[ValidationReport], list[str]]:
+    """Validate every written part at each of its scenarios; return the reports and one line per failure. With a
+    `retry` on offer, an artifact that cannot run at a scenario's inputs stops the validation as a failure (the
+    export is done again); without one, that error propagates."""
     from exporter_validate import validate_outputs
 
     parts: list[ValidationReport] = []
@@ -479,13 +477,13 @@ def _validate_parts(
                 if retry is None:
                     raise
                 first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-                return parts, [f"{label}: the exported graph could not run ({type(exc).__name__}: {first_line})"], True
+                return parts, [f"{label}: the exported graph could not run ({type(exc).__name__}: {first_line})"]
             part_report.artifact = exported.artifact
             part_report.part = label
             part_report.feature = plan.feature
             part_report.export_inputs = dict(exported.export_inputs)
             parts.append(part_report)
-    return parts, [f"{p.part}: {failure}" for p in parts if not p.passed for failure in p.failures], False
+    return parts, [f"{p.part}: {failure}" for p in parts if not p.passed for failure in p.failures]
 
 
 def _run_check(check: PlanCheck, runners: dict[str, PartRunner], lossy: Tolerance | None = None) -> CheckResult:
