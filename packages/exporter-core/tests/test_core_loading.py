@@ -197,6 +197,8 @@ def test_load_preprocessor_refuses_an_unknown_kind(bert_checkpoint: Path) -> Non
         ("bfloat16", [3e38] * 10, False),
         ("bfloat16", [2.0, float("nan")], True),
         ("float64", [1e308] * 4, False),
+        ("float8_e4m3fn", [448.0] * 10, False),
+        ("float8_e4m3fn", [1.0, float("nan")], True),  # torch has no isfinite for float8: widened first
     ],
 )
 def test_nonfinite_weights_are_found_exactly(dtype, values, flagged):

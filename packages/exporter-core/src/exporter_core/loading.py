@@ -553,6 +553,10 @@ def _nonfinite_weights(model: Any) -> list[str]:
             if not tensor.is_floating_point():
                 continue
             total = tensor.sum(dtype=torch.float32 if tensor.element_size() < 4 else tensor.dtype)
-            if not bool(torch.isfinite(total)) and not bool(torch.isfinite(tensor).all()):
+            if bool(torch.isfinite(total)):
+                continue
+            # torch has no isfinite for the float8 types (and misreads float8_e8m0fnu's NaN): widen them first.
+            exact = tensor.float() if tensor.element_size() == 1 else tensor
+            if not bool(torch.isfinite(exact).all()):
                 bad.append(name)
     return bad

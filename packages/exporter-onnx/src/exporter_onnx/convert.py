@@ -35,7 +35,6 @@ from exporter_onnx.engines import (
     choose_engine,
     is_traceable,
     max_opset,
-    torchscript_engine_available,
 )
 from exporter_onnx.file_facts import FileFacts, read_facts
 
@@ -51,7 +50,6 @@ __all__ = [
     "export_onnx",
     "is_traceable",
     "max_opset",
-    "torchscript_engine_available",
 ]
 
 logger = logging.getLogger("exporter")
