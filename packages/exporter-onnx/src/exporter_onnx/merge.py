@@ -256,19 +256,19 @@ def _save_streaming_weights(model: onnx.ModelProto, path: Path) -> None:
     from onnx.external_data_helper import uses_external_data
 
     data_path = path.with_name(f"{path.name}.data")
-    moved = []
+    moved: list[tuple[onnx.TensorProto, int]] = []  # (tensor, its stored size)
     for tensor, initializer in _graph_tensors(model.graph):
         if uses_external_data(tensor):
             if Path(_external_entries(tensor)["location"]) == data_path.resolve():
                 # Checked before the file is opened for writing, which would empty it.
                 raise ExportError(f"a decoder graph's weights are in {data_path.name}, the merged file's own")
-            moved.append(tensor)
-        elif initializer and tensor.data_type != onnx.TensorProto.STRING and _stored_size(tensor) >= 1024:
-            moved.append(tensor)
+            moved.append((tensor, _stored_size(tensor)))
+        elif initializer and tensor.data_type != onnx.TensorProto.STRING and (size := _stored_size(tensor)) >= 1024:
+            moved.append((tensor, size))
     offset = 0
     with data_path.open("wb") as data:
-        for tensor in moved:
-            if offset % 65536 and _stored_size(tensor) > 2**20:
+        for tensor, size in moved:
+            if offset % 65536 and size > 2**20:
                 padding = 65536 - offset % 65536
                 data.write(b"\0" * padding)
                 offset += padding
