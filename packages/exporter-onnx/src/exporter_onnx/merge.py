@@ -18,9 +18,10 @@ file holds the decoder's weights. `merge_decoders` writes one file, ``<first ste
   of a branch shadows a top-level input, initializer or output.
 
 Memory: the two graphs are read without their external data, and each weight is hashed, then copied into the
-merged file's ``<name>.data``, from its file a chunk at a time (`_CHUNK`): merging holds no weight in memory
-whatever the decoder's size (merging two graphs of 64 MiB weights grew the peak resident set by 8 MiB; loading them
-with their weights, as the merge did before, by 704 MiB), so a streamed export stays streamed through the merge.
+merged file's ``<name>.data``, from its file a chunk at a time (`exporter_onnx.merge_weights`): merging holds no
+weight in memory whatever the decoder's size (merging two graphs of 64 MiB weights grew the peak resident set by
+8 MiB; loading them with their weights, as the merge did before, by 704 MiB), so a streamed export stays streamed
+through the merge.
 
 Why an ``If`` rather than one graph whose past may be empty: the two graphs were captured and validated as they
 are; the merged file runs exactly those two graphs, and the validation of the merged file (every scenario of both
@@ -35,13 +36,13 @@ length. `exporter_onnx.runtime.MergedDecoderStep` does this for a caller.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter_core.errors import ExportError
+from exporter_onnx.merge_weights import Content, content, load_structure, save_streaming_weights, subgraphs
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -101,22 +102,12 @@ class MergeInfo:
         }
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    import onnx
-
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            yield from attribute.graphs
-
-
 def _referenced(graph: onnx.GraphProto) -> set[str]:
     """Names the nodes of `graph` (and of its subgraphs) read, the graph's outputs included."""
     names = {output.name for output in graph.output}
     for node in graph.node:
         names.update(name for name in node.input if name)
-        for subgraph in _subgraphs(node):
+        for subgraph in subgraphs(node):
             names.update(_referenced(subgraph))
     return names
 
@@ -125,189 +116,15 @@ def _rename_references(graph: onnx.GraphProto, renamed: Mapping[str, str]) -> No
     """Rename what the nodes of a subgraph read from outer scopes (SSA: a subgraph never redefines those names)."""
     for node in graph.node:
         node.input[:] = [renamed.get(name, name) for name in node.input]
-        for subgraph in _subgraphs(node):
+        for subgraph in subgraphs(node):
             _rename_references(subgraph, renamed)
     for output in graph.output:
         output.name = renamed.get(output.name, output.name)
 
 
-#: What makes two tensors one: (element type, shape, SHA-256 of the values), whatever their names.
-_Content = tuple[int, tuple[int, ...], str]
-
-
-def _content(tensor: onnx.TensorProto) -> tuple[_Content, int]:
-    """(the tensor's `_Content`, its size in bytes), from the bytes ONNX stores for its values (`_stored_bytes`):
-    a tensor in external data (its location made absolute by `_load_structure`) is hashed from its file, a chunk
-    at a time, its values never held in memory; an inline one and an external one of the same values hash alike."""
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in _stored_bytes(tensor):
-        digest.update(chunk)
-        size += len(chunk)
-    return (tensor.data_type, tuple(tensor.dims), digest.hexdigest()), size
-
-
-def _stored_bytes(tensor: onnx.TensorProto) -> Iterator[bytes]:
-    """The tensor's values as ONNX stores them in ``raw_data`` or external data (little-endian, 4-bit types packed
-    two to a byte): read from its external file in chunks, or serialised from the inline tensor (`onnx_ir` packs
-    what ``numpy_helper.to_array`` would unpack, a byte per 4-bit value)."""
-    from onnx.external_data_helper import uses_external_data
-
-    if uses_external_data(tensor):
-        yield from _external_chunks(tensor)
-    elif tensor.HasField("raw_data"):
-        yield tensor.raw_data
-    else:
-        import onnx_ir as ir
-
-        yield ir.serde.deserialize_tensor(tensor).tobytes()
-
-
-#: Bytes read at a time from a source's external data (hashing and copying).
-_CHUNK = 4 * 2**20
-
-
-def _external_entries(tensor: onnx.TensorProto) -> dict[str, str]:
-    return {entry.key: entry.value for entry in tensor.external_data}
-
-
-def _external_chunks(tensor: onnx.TensorProto) -> Iterator[bytes]:
-    """The bytes of an external tensor (absolute location), in chunks of at most `_CHUNK`: read with plain file
-    reads, not a memory map, so that the pages read stay in the page cache and out of this process's memory."""
-    entries = _external_entries(tensor)
-    if "length" not in entries:
-        raise ExportError(
-            f"weight {tensor.name!r} is in external data without a length; the decoder graphs cannot be merged "
-            "(use --no-merge)"
-        )
-    offset, length = int(entries.get("offset", 0)), int(entries["length"])
-    with open(entries["location"], "rb") as file:
-        file.seek(offset)
-        while length > 0:
-            chunk = file.read(min(_CHUNK, length))
-            if not chunk:
-                raise ExportError(
-                    f"the external data of weight {tensor.name!r} ends early in {entries['location']}; "
-                    "the decoder graphs cannot be merged (use --no-merge)"
-                )
-            length -= len(chunk)
-            yield chunk
-
-
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, bool]]:
-    """(tensor, whether it is an initializer) for the initializers of `graph` and of its subgraphs, and the
-    tensors node attributes hold."""
-    import onnx
-
-    for tensor in graph.initializer:
-        yield tensor, True
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                yield attribute.t, False
-            elif attribute.type == onnx.AttributeProto.TENSORS:
-                yield from ((tensor, False) for tensor in attribute.tensors)
-        for subgraph in _subgraphs(node):
-            yield from _graph_tensors(subgraph)
-
-
-def _load_structure(path: Path) -> tuple[onnx.ModelProto, set[Path]]:
-    """The model at `path` without its external data loaded, each external tensor's location made absolute (the
-    two sources and the merged file need not share a folder); and the external-data files it reads. A location
-    must name a file inside the model's folder (what ``onnx.load`` also requires): the merge reads those files and
-    then deletes them."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    folder = path.parent.resolve()
-    files: set[Path] = set()
-    for tensor, _ in _graph_tensors(model.graph):
-        if uses_external_data(tensor):
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    location = (folder / entry.value).resolve()
-                    if Path(entry.value).is_absolute() or location.parent != folder or not location.is_file():
-                        raise ExportError(
-                            f"{path.name}: weight {tensor.name!r} has its data in {entry.value!r}, not a file "
-                            "beside the model; the decoder graphs cannot be merged (use --no-merge)"
-                        )
-                    entry.value = str(location)
-                    files.add(location)
-    for function in model.functions:
-        for node in function.node:
-            for attribute in node.attribute:
-                tensors = [attribute.t] if attribute.type == onnx.AttributeProto.TENSOR else attribute.tensors
-                if any(uses_external_data(tensor) for tensor in tensors):
-                    raise ExportError(
-                        f"{path.name}: function {function.name!r} holds a tensor in external data, which the merge "
-                        "does not move; use --no-merge"
-                    )
-    return model, files
-
-
-def _save_streaming_weights(model: onnx.ModelProto, path: Path) -> None:
-    """Write `model` to `path`, every initializer of 1 KiB or more in one ``<name>.data`` file beside it: a tensor
-    already in external data is copied there from its source file a chunk at a time, an inline one written there
-    from the (small) graph, each as ONNX stores it (`_stored_bytes`). Tensors over 1 MiB start at 64 KiB-aligned
-    offsets, as `save_with_external_data` lays them out, so that ONNX Runtime can memory-map them. Tensors held by
-    node attributes stay inline (as ``onnx.save_model`` leaves them) unless they were external already."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    data_path = path.with_name(f"{path.name}.data")
-    moved: list[tuple[onnx.TensorProto, int]] = []  # (tensor, its stored size)
-    for tensor, initializer in _graph_tensors(model.graph):
-        if uses_external_data(tensor):
-            if Path(_external_entries(tensor)["location"]) == data_path.resolve():
-                # Checked before the file is opened for writing, which would empty it.
-                raise ExportError(f"a decoder graph's weights are in {data_path.name}, the merged file's own")
-            moved.append((tensor, _stored_size(tensor)))
-        elif initializer and tensor.data_type != onnx.TensorProto.STRING and (size := _stored_size(tensor)) >= 1024:
-            moved.append((tensor, size))
-    offset = 0
-    with data_path.open("wb") as data:
-        for tensor, size in moved:
-            if offset % 65536 and size > 2**20:
-                padding = 65536 - offset % 65536
-                data.write(b"\0" * padding)
-                offset += padding
-            start = offset
-            for chunk in _stored_bytes(tensor):
-                data.write(chunk)
-                offset += len(chunk)
-            for field_name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-                tensor.ClearField(field_name)
-            del tensor.external_data[:]
-            for key, value in (("location", data_path.name), ("offset", start), ("length", offset - start)):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, str(value)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-    onnx.save_model(model, str(path))
-
-
-def _stored_size(tensor: onnx.TensorProto) -> int:
-    """Bytes of the tensor's values as stored: an external tensor's ``length``, else its element count times its
-    element bits (sub-byte types packed), rounded up to a byte."""
-    import math
-
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    if uses_external_data(tensor):
-        return int(_external_entries(tensor).get("length", 0))
-    packed = {"INT4": 4, "UINT4": 4, "FLOAT4E2M1": 4, "INT2": 2, "UINT2": 2}
-    bits = {getattr(onnx.TensorProto, name): n for name, n in packed.items() if hasattr(onnx.TensorProto, name)}
-    count = math.prod(tensor.dims)
-    if tensor.data_type in bits:
-        return (count * bits[tensor.data_type] + 7) // 8
-    return count * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-
-
 @dataclass
 class _Source:
-    """One of the two decoder graphs, loaded without its external data (`_load_structure`)."""
+    """One of the two decoder graphs, loaded without its external data (`load_structure`)."""
 
     model: onnx.ModelProto
     prefix: str
@@ -378,7 +195,7 @@ def _branch(
         copy.output[:] = [renamed.get(name, name) if name else name for name in node.output]
         if copy.name:
             copy.name = prefix + copy.name
-        for subgraph in _subgraphs(copy):
+        for subgraph in subgraphs(copy):
             _rename_references(subgraph, renamed)
         nodes.append(copy)
     initializers = []
@@ -431,7 +248,7 @@ def _topological(nodes: Sequence[onnx.NodeProto]) -> list[onnx.NodeProto]:
     waiting = []
     for index, node in enumerate(nodes):
         reads = set(node.input)
-        for subgraph in _subgraphs(node):
+        for subgraph in subgraphs(node):
             reads |= _referenced(subgraph)
         needs = {producer[name] for name in reads if name in producer and producer[name] != index}
         for needed in needs:
@@ -473,7 +290,7 @@ def _domains(graph: onnx.GraphProto) -> set[str]:
     used = set()
     for node in graph.node:
         used.add("" if node.domain == "ai.onnx" else node.domain)
-        for subgraph in _subgraphs(node):
+        for subgraph in subgraphs(node):
             used |= _domains(subgraph)
     return used
 
@@ -546,8 +363,8 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, path: Path, *, remo
 
     from exporter_core.cache import PAST_PREFIX, PRESENT_PREFIX
 
-    no_past_model, no_past_files = _load_structure(no_past_path)
-    with_past_model, with_past_files = _load_structure(with_past_path)
+    no_past_model, no_past_files = load_structure(no_past_path)
+    with_past_model, with_past_files = load_structure(with_past_path)
     no_past = _Source(no_past_model, _NO_PAST_PREFIX)
     with_past = _Source(with_past_model, _WITH_PAST_PREFIX)
     sources_external = no_past_files | with_past_files
@@ -589,12 +406,12 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, path: Path, *, remo
 
     # -- weights: one top-level initializer per content both graphs hold ---------------------------------------
     weights = {source.prefix: source.weights() for source in (no_past, with_past)}
-    contents = {prefix: {name: _content(t) for name, t in tensors.items()} for prefix, tensors in weights.items()}
+    contents = {prefix: {name: content(t) for name, t in tensors.items()} for prefix, tensors in weights.items()}
     digests = {prefix: {name: c for name, (c, _) in named.items()} for prefix, named in contents.items()}
     sizes = {prefix: {name: n for name, (_, n) in named.items()} for prefix, named in contents.items()}
     in_no_past = set(digests[_NO_PAST_PREFIX].values())
     in_both = in_no_past & set(digests[_WITH_PAST_PREFIX].values())
-    top_names: dict[_Content, str] = {}
+    top_names: dict[Content, str] = {}
     # A name both graphs give the same content keeps it; other shared contents take the first step's first name.
     for name, digest in digests[_NO_PAST_PREFIX].items():
         if digest in in_both and digests[_WITH_PAST_PREFIX].get(name) == digest:
@@ -652,7 +469,7 @@ def merge_decoders(no_past_path: Path, with_past_path: Path, path: Path, *, remo
         source_weight_bytes=source_bytes,
     )
     del no_past, with_past, weights, no_past_model, with_past_model
-    _save_streaming_weights(model, path)
+    save_streaming_weights(model, path)
     del model
     try:
         onnx.checker.check_model(str(path))
